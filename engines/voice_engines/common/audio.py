@@ -1,0 +1,79 @@
+"""Audio in and out: decoding uploads with libsndfile (soundfile), mono mixdown and
+resampling with soxr, WAV/PCM/FLAC encoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from voice_engines.common.errors import ApiError
+
+
+def decode_audio(data: bytes, field: str = "file") -> tuple[np.ndarray, int]:
+    """Returns (frames x channels float32 samples, sample rate); 415 if libsndfile cannot
+    read it."""
+    if not data:
+        raise ApiError(400, "empty_upload", "the uploaded audio is empty", field=field)
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise ApiError(
+            415,
+            "unsupported_audio",
+            f"the upload is not audio that can be decoded (WAV, FLAC, OGG, MP3): {exc}",
+            field=field,
+        ) from None
+    if samples.shape[0] == 0:
+        raise ApiError(400, "empty_audio", "the uploaded audio has no samples", field=field)
+    return samples, int(rate)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    if samples.ndim == 1:
+        return samples
+    return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    if rate == target_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return soxr.resample(samples, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_mono_at(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    return resample(to_mono(samples), rate, target_rate)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    """Whole-file encoding: fmt is "wav" (16-bit PCM), "flac" or "pcm" (raw s16le)."""
+    if fmt == "pcm":
+        return pcm16(samples)
+    buffer = io.BytesIO()
+    subtype = "PCM_16"
+    sf.write(buffer, samples, rate, format=fmt.upper(), subtype=subtype)
+    return buffer.getvalue()
+
+
+def streaming_wav_header(rate: int, channels: int = 1) -> bytes:
+    """A 16-bit PCM WAV header for a stream of unknown length. libsndfile only writes
+    headers for finished files, so this one is spelled out: the RIFF and data sizes carry
+    the 0xFFFFFFFF placeholder that players and decoders read as "until end of stream"."""
+    block_align = channels * 2
+    return b"".join(
+        [
+            b"RIFF",
+            struct.pack("<I", 0xFFFFFFFF),
+            b"WAVEfmt ",
+            struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block_align, block_align, 16),
+            b"data",
+            struct.pack("<I", 0xFFFFFFFF),
+        ]
+    )

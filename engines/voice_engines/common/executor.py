@@ -1,0 +1,197 @@
+"""Runs blocking inference on worker threads behind a bounded queue.
+
+Admission is decided at once on the event loop: a request that finds every worker busy and
+the queue full gets 429 with Retry-After instead of waiting; one that waits in the queue
+longer than the queue timeout gets 503. Nothing waits without bound, and the event loop
+never runs inference itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from voice_engines.common.errors import OverloadedError
+
+T = TypeVar("T")
+
+_END = object()
+
+
+class _Job:
+    """One request's work. Starting and abandoning race (worker thread vs. event loop), so
+    both go through one lock: exactly one of them wins."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop = loop
+        self.deadline = deadline
+        self.started = False
+        self.abandoned = False
+        self.picked_up: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+
+    def begin(self) -> bool:
+        with self._lock:
+            if not self.abandoned and time.monotonic() <= self.deadline:
+                self.started = True
+            else:
+                self.abandoned = True
+        self.loop.call_soon_threadsafe(_resolve, self.picked_up)
+        return self.started
+
+    def abandon(self) -> bool:
+        """Marks the job abandoned; True if no worker had started it."""
+        with self._lock:
+            self.abandoned = True
+            return not self.started
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class BoundedExecutor:
+    def __init__(
+        self,
+        name: str,
+        max_concurrency: int,
+        max_queue: int,
+        queue_timeout_s: float,
+        retry_after_s: int = 1,
+    ) -> None:
+        if max_concurrency < 1 or max_queue < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.retry_after_s = retry_after_s
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"{name}-infer")
+        self._admitted = 0
+        # Taken on the event loop, released from worker threads (future callbacks).
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return self._admitted
+
+    def _admit(self) -> _Job:
+        with self._lock:
+            if self._admitted >= self.max_concurrency + self.max_queue:
+                raise OverloadedError(
+                    429,
+                    "overloaded",
+                    f"{self.name} is busy: {self._admitted} requests in flight and the "
+                    "queue is full",
+                    self.retry_after_s,
+                )
+            self._admitted += 1
+        return _Job(asyncio.get_running_loop(), time.monotonic() + self.queue_timeout_s)
+
+    def _release(self, _: object = None) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def _queue_timeout(self) -> OverloadedError:
+        return OverloadedError(
+            503,
+            "queue_timeout",
+            f"{self.name} could not start the request within {self.queue_timeout_s:g} s",
+            self.retry_after_s,
+        )
+
+    def _submit(self, job: _Job, work: Callable[[], Any]) -> Future[Any]:
+        ctx = contextvars.copy_context()  # keeps the correlation id in worker-thread logs
+
+        def guarded() -> Any:
+            if not job.begin():
+                raise self._queue_timeout()
+            return work()
+
+        try:
+            future = self._pool.submit(ctx.run, guarded)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(self._release)
+        return future
+
+    async def _wait_started(self, job: _Job, future: Future[Any]) -> None:
+        remaining = max(0.0, job.deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(job.picked_up), timeout=remaining)
+        except TimeoutError:
+            if job.abandon():
+                future.cancel()
+                raise self._queue_timeout() from None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        job = self._admit()
+        future = self._submit(job, lambda: fn(*args, **kwargs))
+        try:
+            await self._wait_started(job, future)
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            job.abandon()
+            future.cancel()
+            raise
+
+    async def stream(
+        self, fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[T]:
+        """Admits now and waits for a worker, so overload is reported before any response
+        starts; then returns the items fn's iterator yields, each as soon as the worker
+        makes it. Closing the returned iterator early stops the worker at its next item."""
+        job = self._admit()
+        loop = job.loop
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                iterator = fn(*args, **kwargs)
+                try:
+                    for item in iterator:
+                        if job.abandoned:
+                            break
+                        loop.call_soon_threadsafe(items.put_nowait, item)
+                finally:
+                    close = getattr(iterator, "close", None)
+                    if close is not None:
+                        close()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(items.put_nowait, exc)
+                return
+            loop.call_soon_threadsafe(items.put_nowait, _END)
+
+        future = self._submit(job, produce)
+        try:
+            await self._wait_started(job, future)
+        except BaseException:
+            job.abandon()
+            future.cancel()
+            raise
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+        return self._drain(job, items)
+
+    @staticmethod
+    async def _drain(job: _Job, items: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+        try:
+            while True:
+                item = await items.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.abandon()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

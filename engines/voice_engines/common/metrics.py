@@ -1,0 +1,86 @@
+"""Prometheus metrics: one registry per app (several apps may share a process, e.g. in
+tests), request counters and latency measured by middleware per route, so a streamed
+response is timed until its last byte and requests rejected before the handler (bad JSON,
+oversized bodies) still count as errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class RequestMetrics:
+    """requests_total, errors_total and duration_seconds of one kind of work, e.g.
+    prefix "stt_transcription" gives stt_transcription_requests_total and so on."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str, what: str) -> None:
+        self.requests = Counter(
+            f"{prefix}_requests_total",
+            f"{what} requests received",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{prefix}_errors_total",
+            f"{what} requests that failed",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            f"{prefix}_duration_seconds",
+            f"{what} request duration, to the last byte sent",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class RouteMetricsMiddleware:
+    def __init__(self, app: ASGIApp, routes: Mapping[str, RequestMetrics]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if metrics is None:
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"]
+        metrics.requests.labels(endpoint).inc()
+        started = time.perf_counter()
+        status = 500
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        except BaseException:
+            # Raised after the response started (e.g. mid-stream): the client saw a 200
+            # that broke off, which is a failure all the same.
+            status = 500
+            raise
+        finally:
+            if status >= 400:
+                metrics.errors.labels(endpoint, str(status)).inc()
+            metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def histogram(
+    registry: CollectorRegistry, name: str, doc: str, buckets: Sequence[float]
+) -> Histogram:
+    return Histogram(name, doc, buckets=buckets, registry=registry)
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Model format converters: faster-whisper (CTranslate2) Whisper models to whisper.cpp."""
