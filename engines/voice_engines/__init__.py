@@ -1,0 +1,1 @@
+"""FastAPI services the operator deploys: STT, LLM, TTS engines and the voice gateway."""

@@ -1,0 +1,294 @@
+"""VoiceAgent: one resource = STT + LLM + TTS + a gateway that runs a conversation turn."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from voice_operator.api.common import (
+    DNS_LABEL,
+    ApiModel,
+    Condition,
+    ResourceRequirements,
+    SecretKeyRef,
+    StatusModel,
+    cel,
+)
+
+Provider = Literal["internal", "external"]
+ComponentName = Literal["stt", "llm", "tts"]
+COMPONENTS: tuple[ComponentName, ...] = ("stt", "llm", "tts")
+
+IMAGE = r"^[^\s]+$"
+BASE_URL = r"^https?://[^\s]+$"
+
+
+class ExternalBase(ApiModel):
+    """A hosted vendor API; the key is read from a Secret, never copied."""
+
+    model: str | None = Field(
+        default=None,
+        description="The vendor's model name (vendor default if unset).",
+        max_length=255,
+    )
+    url: str | None = Field(
+        default=None,
+        description="Base URL override, e.g. a self-hosted OpenAI-compatible server.",
+        max_length=2048,
+        pattern=BASE_URL,
+    )
+    api_key_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the API key. Mounted into the gateway; never copied "
+        "into ConfigMaps, status, events or logs."
+    )
+
+
+class SttExternal(ExternalBase):
+    vendor: Literal["deepgram", "openai"] = Field(
+        description="deepgram (pre-recorded API) or openai (any OpenAI-compatible "
+        "/v1/audio/transcriptions, e.g. Groq)."
+    )
+
+
+class LlmExternal(ExternalBase):
+    vendor: Literal["openai", "groq"] = Field(
+        description="Any OpenAI-compatible chat API: openai, groq (or a custom url)."
+    )
+
+
+class TtsExternal(ExternalBase):
+    vendor: Literal["elevenlabs", "openai"] = Field(
+        description="elevenlabs (text-to-speech API) or openai (/v1/audio/speech)."
+    )
+    voice: str | None = Field(default=None, description="The vendor's voice id.", max_length=255)
+
+
+class SttSettings(ApiModel):
+    """whisper.cpp / faster-whisper settings."""
+
+    threads: int = Field(default=2, ge=1, le=64, description="Inference threads per request.")
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoding temperature.")
+    language: str = Field(
+        default="en", description="Spoken language (ISO 639-1).", pattern=r"^[a-z]{2,3}$"
+    )
+
+
+class LlmSettings(ApiModel):
+    """LLM generation settings."""
+
+    max_tokens: int = Field(default=256, ge=1, le=8192, description="Reply length cap.")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Sampling temperature.")
+    context_size: int = Field(
+        default=2048, ge=256, le=131072, description="Context window (llama.cpp)."
+    )
+    system_prompt: str | None = Field(
+        default=None, description="System prompt of every conversation.", max_length=8192
+    )
+
+
+class TtsSettings(ApiModel):
+    """Piper settings."""
+
+    speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Speaking rate (1 = voice's).")
+
+
+def _provider_rules(component: str) -> list[dict]:
+    return [
+        cel(
+            "self.provider != 'internal' || has(self.model)",
+            f"an internal provider needs spec.{component}.model (a ModelAsset name)",
+            field_path=".model",
+        ),
+        cel(
+            "self.provider != 'external' || has(self.external)",
+            f"an external provider needs spec.{component}.external (vendor and apiKeySecretRef)",
+            field_path=".external",
+        ),
+    ]
+
+
+class ComponentBase(ApiModel):
+    """What every stage has in common."""
+
+    provider: Provider = Field(
+        default="internal",
+        description="internal: our engine runs in the cluster on a ModelAsset; external: a "
+        "vendor API.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="ModelAsset (same namespace) the internal engine serves.",
+        max_length=63,
+        pattern=DNS_LABEL,
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Engine pods (internal).")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Engine container resources (internal)."
+    )
+    image: str | None = Field(
+        default=None,
+        description="Engine image override (default: the operator's engine image).",
+        max_length=512,
+        pattern=IMAGE,
+    )
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> ComponentBase:
+        if self.provider == "internal" and not self.model:
+            raise ValueError("an internal provider needs model (a ModelAsset name)")
+        if self.provider == "external" and getattr(self, "external", None) is None:
+            raise ValueError("an external provider needs external (vendor and apiKeySecretRef)")
+        return self
+
+
+class SttComponent(ComponentBase):
+    """Speech to text."""
+
+    settings: SttSettings = Field(default_factory=SttSettings, description="Engine settings.")
+    external: SttExternal | None = Field(default=None, description="Vendor settings (external).")
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("stt")}}
+
+
+class LlmComponent(ComponentBase):
+    """The language model."""
+
+    settings: LlmSettings = Field(default_factory=LlmSettings, description="Engine settings.")
+    external: LlmExternal | None = Field(default=None, description="Vendor settings (external).")
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("llm")}}
+
+
+class TtsComponent(ComponentBase):
+    """Text to speech."""
+
+    settings: TtsSettings = Field(default_factory=TtsSettings, description="Engine settings.")
+    external: TtsExternal | None = Field(default=None, description="Vendor settings (external).")
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("tts")}}
+
+
+class ServiceSpec(ApiModel):
+    """How the gateway is exposed."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type."
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Service port.")
+
+
+class GatewaySpec(ApiModel):
+    """The gateway that runs a turn: audio in, transcript, reply text and audio out."""
+
+    replicas: int = Field(default=1, ge=0, le=100, description="Gateway pods.")
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="Gateway Service.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Gateway container resources."
+    )
+    image: str | None = Field(
+        default=None, description="Gateway image override.", max_length=512, pattern=IMAGE
+    )
+
+
+class ProbeSpec(ApiModel):
+    """An extra check a new revision must pass before it serves."""
+
+    path: str = Field(
+        default="/ready", description="HTTP path on the engine's Service.", pattern=r"^/[^\s]*$"
+    )
+    timeout_seconds: int = Field(default=5, ge=1, le=300, description="Per attempt.")
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Failed attempts before the revision fails."
+    )
+
+
+class RolloutSpec(ApiModel):
+    """How changes roll out and when they roll back."""
+
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="A new revision not Available within this time has failed.",
+    )
+    auto_rollback: bool = Field(
+        default=True,
+        description="Go back to the last good revision when a new one fails (the spec is "
+        "never rewritten).",
+    )
+    probe: ProbeSpec | None = Field(
+        default=None, description="Optional extra check of a new revision before it serves."
+    )
+
+
+class VoiceAgentSpec(ApiModel):
+    """A whole voice agent."""
+
+    stt: SttComponent = Field(description="Speech-to-text stage.")
+    llm: LlmComponent = Field(description="Language-model stage.")
+    tts: TtsComponent = Field(description="Text-to-speech stage.")
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="The turn gateway.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
+
+    def component(self, name: ComponentName) -> SttComponent | LlmComponent | TtsComponent:
+        return getattr(self, name)
+
+
+class RevisionRecord(StatusModel):
+    """One revision a component ran, kept in a bounded history."""
+
+    revision: str
+    provider: Provider
+    model_version: str | None = None
+    result: Literal["Serving", "Superseded", "Failed", "RolledBack"] = "Serving"
+    reason: str | None = None
+    at: datetime | None = None
+
+
+class ComponentStatus(StatusModel):
+    """What one stage runs now."""
+
+    provider: Provider | None = Field(default=None, description="Provider now serving.")
+    model: str | None = Field(default=None, description="ModelAsset serving (internal).")
+    model_version: str | None = Field(default=None, description="Its version now serving.")
+    revision: str | None = Field(default=None, description="Revision now serving.")
+    desired_revision: str | None = Field(
+        default=None, description="Revision the spec asks for (differs while rolling out)."
+    )
+    last_good_revision: str | None = Field(
+        default=None, description="The last revision that became healthy."
+    )
+    ready_replicas: int = Field(default=0, description="Ready engine pods.")
+    serving: str | None = Field(default=None, description="Summary for kubectl get.")
+    endpoint: str | None = Field(default=None, description="Where the gateway sends this stage.")
+    history: list[RevisionRecord] = Field(
+        default_factory=list, description="Recent revisions, newest first."
+    )
+
+
+class ComponentsStatus(StatusModel):
+    stt: ComponentStatus | None = Field(default=None, description="Speech to text.")
+    llm: ComponentStatus | None = Field(default=None, description="Language model.")
+    tts: ComponentStatus | None = Field(default=None, description="Text to speech.")
+
+
+class GatewayStatus(StatusModel):
+    url: str | None = Field(default=None, description="In-cluster URL of the gateway.")
+    ready_replicas: int = 0
+
+
+class VoiceAgentStatus(StatusModel):
+    """Observed state of a VoiceAgent."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded, RolledBack."
+    )
+    components: ComponentsStatus = Field(
+        default_factory=ComponentsStatus, description="Per stage: stt, llm, tts."
+    )
+    gateway: GatewayStatus | None = Field(default=None, description="The gateway.")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status is about."
+    )

@@ -1,0 +1,203 @@
+"""The real apiserver enforces our CRD schemas: bad specs are rejected with the field named,
+good ones are accepted with their defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+
+import pytest
+from testground import Cluster
+
+pytestmark = pytest.mark.cluster
+
+SHA = "a" * 64
+
+
+def agent(namespace: str, **spec_overrides) -> dict:
+    spec = {
+        "stt": {"provider": "internal", "model": "whisper"},
+        "llm": {"provider": "internal", "model": "smollm"},
+        "tts": {"provider": "internal", "model": "joe"},
+    }
+    for key, value in spec_overrides.items():
+        spec[key] = value
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "VoiceAgent",
+        "metadata": {"name": "support", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def asset(namespace: str, **spec_overrides) -> dict:
+    spec = {
+        "engine": "tts",
+        "format": "onnx",
+        "version": "v1",
+        "files": [
+            {"url": "https://models.example/joe.onnx", "sha256": SHA, "path": "joe.onnx"},
+            {"url": "https://models.example/joe.onnx.json", "sha256": SHA, "path": "joe.onnx.json"},
+        ],
+        "storage": {"size": "1Gi"},
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "ModelAsset",
+        "metadata": {"name": "joe", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def rejected(cluster: Cluster, obj: dict) -> str:
+    result = cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=json.dumps(obj), check=False
+    )
+    assert result.returncode != 0, f"accepted: {obj}"
+    return result.stderr
+
+
+def test_valid_agent_is_accepted_with_defaults(cluster: Cluster, namespace: str):
+    cluster.apply(agent(namespace))
+    stored = json.loads(
+        cluster.kubectl("get", "voiceagent", "support", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["stt"]["replicas"] == 1
+    assert stored["spec"]["stt"]["settings"] == {"threads": 2, "temperature": 0.0, "language": "en"}
+    assert stored["spec"]["rollout"] == {"progressDeadlineSeconds": 600, "autoRollback": True}
+    assert stored["spec"]["gateway"]["service"] == {"type": "ClusterIP", "port": 8080}
+
+
+def test_unknown_provider_is_rejected_naming_the_field(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, stt={"provider": "magic", "model": "whisper"}))
+    assert "spec.stt.provider" in err
+    assert 'Unsupported value: "magic"' in err
+
+
+def test_external_without_key_reference_is_rejected(cluster: Cluster, namespace: str):
+    err = rejected(
+        cluster, agent(namespace, stt={"provider": "external", "external": {"vendor": "deepgram"}})
+    )
+    assert "spec.stt.external.apiKeySecretRef" in err
+    assert "Required value" in err
+
+
+def test_external_without_external_block_is_rejected(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, llm={"provider": "external"}))
+    assert "spec.llm.external" in err
+    assert "an external provider needs spec.llm.external" in err
+
+
+def test_internal_without_model_is_rejected(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, tts={"provider": "internal"}))
+    assert "spec.tts.model" in err
+
+
+def test_negative_replicas_are_rejected(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, stt={"model": "whisper", "replicas": -1}))
+    assert "spec.stt.replicas" in err
+    assert "should be greater than or equal to 0" in err
+
+
+def test_unknown_fields_are_rejected(cluster: Cluster, namespace: str):
+    obj = agent(namespace)
+    obj["spec"]["stt"]["modle"] = "typo"
+    err = rejected(cluster, obj)
+    assert "modle" in err
+
+
+def test_valid_asset_is_accepted(cluster: Cluster, namespace: str):
+    cluster.apply(asset(namespace))
+    stored = json.loads(
+        cluster.kubectl("get", "modelasset", "joe", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["retainVersions"] == 2
+    assert stored["spec"]["storage"]["accessModes"] == ["ReadWriteOnce"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (lambda s: s["files"][0].pop("sha256"), "spec.files[0].sha256", "Required value"),
+        (lambda s: s["files"][0].update(sha256="abc"), "spec.files[0].sha256", "should match"),
+        (
+            lambda s: s["files"][0].update(url="ftp://x/joe.onnx"),
+            "spec.files[0].url",
+            "should match",
+        ),
+        (
+            lambda s: s["files"][0].update(path="../../etc/passwd"),
+            "spec.files[0].path",
+            "must stay inside the version folder",
+        ),
+        (
+            lambda s: s["files"][1].update(path="joe.onnx"),
+            "spec.files",
+            'duplicate entries for key [path="joe.onnx"]',
+        ),
+        (lambda s: s["storage"].update(size="0"), "spec.storage.size", "must be greater than zero"),
+        (lambda s: s.update(format="gguf"), "spec.format", "does not fit spec.engine"),
+        (lambda s: s.update(files=s["files"][:1]), "spec.files", "needs both the .onnx"),
+        (
+            lambda s: s["storage"].update(existingClaim="shared"),
+            "spec.storage",
+            "exactly one of storage.size and storage.existingClaim",
+        ),
+        (lambda s: s.update(format="ollama"), "spec", "format ollama needs spec.ollama"),
+        (lambda s: s.update(version="v 2"), "spec.version", "should match"),
+    ],
+    ids=[
+        "missing-sha256",
+        "short-sha256",
+        "ftp-url",
+        "escaping-path",
+        "duplicate-path",
+        "zero-size",
+        "wrong-format",
+        "piper-without-json",
+        "size-and-claim",
+        "ollama-no-model",
+        "version-with-space",
+    ],
+)
+def test_bad_asset_is_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, change, field: str, words: str
+):
+    obj = asset(namespace)
+    spec = copy.deepcopy(obj["spec"])
+    change(spec)
+    obj["spec"] = spec
+    err = rejected(cluster, obj)
+    assert field in err, err
+    assert words in err, err
+
+
+def test_kubectl_explain_shows_descriptions(cluster: Cluster):
+    out = cluster.kubectl("explain", "voiceagent.spec.stt.provider").stdout
+    assert "internal: our engine runs in the cluster" in out
+    out = cluster.kubectl("explain", "modelasset.spec.retainVersions").stdout
+    assert "How many Ready versions to keep" in out
+
+
+def test_printer_columns(cluster: Cluster, namespace: str):
+    cluster.apply(agent(namespace))
+    header = cluster.kubectl("get", "voiceagents", "-n", namespace).stdout.splitlines()[0]
+    assert header.split() == ["NAME", "READY", "STT", "LLM", "TTS", "AGE"]
+    cluster.apply(asset(namespace))
+    header = cluster.kubectl("get", "ma", "-n", namespace).stdout.splitlines()[0]
+    assert header.split() == ["NAME", "ENGINE", "VERSION", "CURRENT", "PHASE", "PROGRESS", "AGE"]
+    assert "support" in cluster.kubectl("get", "voice", "-n", namespace).stdout
+
+
+def test_agent_name_too_long_for_children_is_rejected(cluster: Cluster, namespace: str):
+    obj = agent(namespace)
+    obj["metadata"]["name"] = "a" * 49
+    assert "metadata.name must be at most 48 characters" in rejected(cluster, obj)
+
+
+def test_rejected_apply_leaves_nothing(cluster: Cluster, namespace: str):
+    rejected(cluster, agent(namespace, stt={"provider": "magic"}))
+    with pytest.raises(subprocess.CalledProcessError):
+        cluster.kubectl("get", "voiceagent", "support", "-n", namespace)

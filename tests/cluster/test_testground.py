@@ -1,0 +1,135 @@
+"""The test ground behaves like a cluster: Deployments become Available on kwok's nodes,
+pods can fail on purpose, Jobs complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from testground import NEVER_READY, Cluster, kwok_placement
+
+pytestmark = pytest.mark.cluster
+
+
+def deployment(name: str, *, annotations: dict | None = None, deadline: int = 600) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "progressDeadlineSeconds": deadline,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations or {}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "example.invalid/app:1"}],
+                    **kwok_placement(),
+                },
+            },
+        },
+    }
+
+
+def condition(cluster: Cluster, kind: str, name: str, namespace: str, type_: str) -> dict:
+    obj = json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+    return next((c for c in obj["status"].get("conditions", []) if c["type"] == type_), {})
+
+
+def test_deployment_reaches_available_on_simulated_nodes(cluster: Cluster, namespace: str):
+    cluster.apply({**deployment("web"), "metadata": {"name": "web", "namespace": namespace}})
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Available", "deployment/web", "--timeout=60s"
+    )
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    assert len(pods["items"]) == 2
+    assert {p["spec"]["nodeName"] for p in pods["items"]} <= {"kwok-node-0", "kwok-node-1"}
+    assert all(p["status"]["phase"] == "Running" for p in pods["items"])
+
+
+def test_pods_with_the_failing_annotation_exceed_the_progress_deadline(
+    cluster: Cluster, namespace: str
+):
+    broken = deployment("broken", annotations={NEVER_READY: "true"}, deadline=10)
+    cluster.apply({**broken, "metadata": {"name": "broken", "namespace": namespace}})
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.conditions[?(@.type=="
+        "'Progressing')].reason}=ProgressDeadlineExceeded",
+        "deployment/broken",
+        "--timeout=90s",
+    )
+    progressing = condition(cluster, "deployment", "broken", namespace, "Progressing")
+    assert progressing["status"] == "False"
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    assert pods["items"]
+    assert all(p["status"]["phase"] == "Running" for p in pods["items"])
+    assert not any(
+        c["status"] == "True"
+        for p in pods["items"]
+        for c in p["status"]["conditions"]
+        if c["type"] == "Ready"
+    )
+
+
+def test_job_reaches_complete(cluster: Cluster, namespace: str):
+    cluster.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "once", "namespace": namespace},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "once", "image": "example.invalid/once:1"}],
+                        **kwok_placement(),
+                    }
+                },
+            },
+        }
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "job/once", "--timeout=60s"
+    )
+    assert condition(cluster, "job", "once", namespace, "Complete")["status"] == "True"
+
+
+def test_claims_bind_and_pods_using_them_run(cluster: Cluster, namespace: str):
+    if not cluster.local:
+        pytest.skip("an external cluster brings its own storage")
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "reader", "namespace": namespace},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "r",
+                        "image": "example.invalid/r:1",
+                        "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+                **kwok_placement(),
+            },
+        },
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=jsonpath={.status.phase}=Bound", "pvc/data", "--timeout=60s"
+    )
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/reader", "--timeout=60s")

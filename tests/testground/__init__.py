@@ -1,0 +1,145 @@
+"""The test ground: a real control plane the suite starts (default), or the cluster in
+$KUBECONFIG when VOICE_TEST_USE_KUBECONFIG=1 (kind, k3d, ...). Either way kwok provides the
+nodes our pods land on, so rollouts can succeed or fail on purpose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from testground.controlplane import REPO, STAGES, ControlPlane, find_binaries
+from testground.processes import KubectlError, Process, free_port
+from testground.storage import Provisioner, storage_class
+
+CRDS = REPO / "crds"
+NEVER_READY = "testground.voiceops.dev/never-ready"
+CRASH_LOOP = "testground.voiceops.dev/crash-loop"
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+
+
+def kwok_placement() -> dict:
+    """Pod spec fields that put a pod on kwok's nodes in any cluster."""
+    return {"nodeSelector": {"type": "kwok"}, "tolerations": [{**KWOK_TAINT, "operator": "Equal"}]}
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+    local: bool
+    plane: ControlPlane | None = None
+    extra: list[Process] = field(default_factory=list)
+    provisioner: Provisioner | None = None
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result)
+        return result
+
+    def apply(self, *objects: dict) -> str:
+        return self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=testground",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(objects),
+        ).stdout
+
+    def install_crds(self) -> None:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=voice-operator",
+            "--timeout=60s",
+        )
+
+    def close(self) -> None:
+        if self.provisioner:
+            self.provisioner.stop()
+        for p in self.extra:
+            p.stop()
+        if self.plane:
+            self.plane.cleanup()
+
+
+def start_local() -> Cluster:
+    plane = ControlPlane().start()
+    assert plane.kubeconfig_path
+    assert plane.bin_dir
+    return Cluster(plane.kubeconfig_path, plane.bin_dir, local=True, plane=plane)
+
+
+def attach_external(kubeconfig: Path) -> Cluster:
+    """Use a running cluster; kwok adds tainted fake nodes that only our test pods tolerate."""
+    bin_dir = find_binaries()
+    cluster = Cluster(kubeconfig, bin_dir, local=False)
+    workdir = Path(tempfile.mkdtemp(prefix="testground-ext-"))
+    kwok = Process(
+        "kwok",
+        [
+            str(bin_dir / "kwok"),
+            f"--config={STAGES}",
+            f"--kubeconfig={kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{free_port()}",
+        ],
+        workdir / "kwok.log",
+    )
+    kwok.start()
+    cluster.extra.append(kwok)
+    nodes = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": f"kwok-node-{i}",
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"type": "kwok", "kubernetes.io/hostname": f"kwok-node-{i}"},
+            },
+            "spec": {"taints": [KWOK_TAINT]},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            },
+        }
+        for i in range(2)
+    ]
+    cluster.apply(*nodes)
+    cluster.kubectl("wait", "--for=condition=Ready", "node", "-l", "type=kwok", "--timeout=60s")
+    return cluster
+
+
+def open_cluster() -> Cluster:
+    if os.environ.get("VOICE_TEST_USE_KUBECONFIG") == "1":
+        kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
+        cluster = attach_external(Path(kubeconfig))
+    else:
+        cluster = start_local()
+    try:
+        if cluster.local:
+            cluster.apply(storage_class())
+        cluster.install_crds()
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster

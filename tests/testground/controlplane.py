@@ -1,0 +1,300 @@
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok (simulated nodes and pods).
+
+Binaries come from $KUBEBUILDER_ASSETS when it names a folder holding them (the envtest
+convention), otherwise scripts/build-testground.sh builds them from their Go modules into a
+cache outside the repo.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from testground.certs import Pki
+from testground.processes import KubectlError, Process, StartupError, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "scripts" / "build-testground.sh"
+STAGES = Path(__file__).with_name("kwok-stages.yaml")
+PROGRAMS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+)
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+def find_binaries() -> Path:
+    """The folder holding every program the plane needs, building what is missing."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and all((Path(assets) / p).exists() for p in PROGRAMS):
+        return Path(assets)
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "etcd", "kubernetes", "kwok"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise StartupError(f"building the control plane failed:\n{result.stderr[-4000:]}")
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    missing = [p for p in PROGRAMS if not (folder / p).exists()]
+    if missing:
+        raise StartupError(f"{folder} lacks {missing} after the build")
+    return folder
+
+
+def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict:
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "testground",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
+            }
+        ],
+        "contexts": [{"name": "testground", "context": {"cluster": "testground", "user": user}}],
+        "current-context": "testground",
+    }
+
+
+@dataclass
+class ControlPlane:
+    """Start with `start()`; `kubeconfig_path` is an admin kubeconfig; `stop()` ends it all."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="testground-")))
+    nodes: int = 2
+    processes: list[Process] = field(default_factory=list)
+    bin_dir: Path | None = None
+    kubeconfig_path: Path | None = None
+    server: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def _bin(self, name: str) -> str:
+        assert self.bin_dir is not None
+        return str(self.bin_dir / name)
+
+    def _spawn(self, name: str, argv: list[str]) -> Process:
+        p = Process(name, argv, self.workdir / "logs" / f"{name}.log")
+        p.start()
+        self.processes.append(p)
+        return p
+
+    def start(self) -> ControlPlane:
+        t0 = time.monotonic()
+        self.bin_dir = find_binaries()
+        self.timings["binaries"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        pki = Pki.create(self.workdir / "pki")
+        try:
+            self._start_processes(pki)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["startup"] = time.monotonic() - t1
+        return self
+
+    def _start_processes(self, pki: Pki) -> None:
+        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        etcd = self._spawn(
+            "etcd",
+            [
+                self._bin("etcd"),
+                "--name",
+                "testground",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"testground=http://127.0.0.1:{etcd_peer}",
+                # A throwaway cluster: durability buys nothing and fsync costs seconds.
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        self.server = f"https://127.0.0.1:{api_port}"
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                self._bin("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki.apiserver[0]}",
+                f"--tls-private-key-file={pki.apiserver[1]}",
+                f"--client-ca-file={pki.ca.cert_path}",
+                f"--service-account-key-file={pki.service_account_pub}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # On loopback there is no real endpoint for the kubernetes Service to reconcile.
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca.cert_path}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client[0]}",
+                f"--proxy-client-key-file={pki.front_proxy_client[1]}",
+                "--v=1",
+            ],
+        )
+        self.kubeconfig_path = self.workdir / "admin.kubeconfig"
+        self.kubeconfig_path.write_text(
+            yaml.safe_dump(kubeconfig(self.server, pki.ca.cert_path, *pki.admin, user="admin"))
+        )
+        ssl_ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+        ssl_ctx.load_cert_chain(*pki.admin)
+
+        def readyz() -> bool:
+            with urllib.request.urlopen(f"{self.server}/readyz", context=ssl_ctx, timeout=5) as r:
+                return r.status == 200
+
+        wait_until("kube-apiserver /readyz", readyz, 120, [etcd, apiserver])
+        kc = str(self.kubeconfig_path)
+        common = [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                self._bin("kube-controller-manager"),
+                *common,
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca.cert_path}",
+                f"--cluster-signing-cert-file={pki.ca.cert_path}",
+                f"--cluster-signing-key-file={pki.ca.key_path}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--use-service-account-credentials=false",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                self._bin("kube-scheduler"),
+                *common,
+                f"--secure-port={free_port()}",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                self._bin("kwok"),
+                f"--config={STAGES}",
+                f"--kubeconfig={kc}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.1.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+        self._create_nodes()
+        self.wait_for_nodes_ready()
+        self.kubectl(
+            "wait", "--for=create", "serviceaccount/default", "-n", "default", "--timeout=60s"
+        )
+
+    def _create_nodes(self) -> None:
+        nodes = []
+        for i in range(self.nodes):
+            name = f"kwok-node-{i}"
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            "kwok.x-k8s.io/node": "fake",
+                            "node.alpha.kubernetes.io/ttl": "0",
+                        },
+                        "labels": {
+                            "type": "kwok",
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                        },
+                    },
+                    "status": {
+                        "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                        "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    },
+                }
+            )
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
+
+    def wait_for_nodes_ready(self, timeout: int = 60) -> None:
+        self.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={timeout}s")
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        assert self.kubeconfig_path is not None
+        result = subprocess.run(
+            [self._bin("kubectl"), f"--kubeconfig={self.kubeconfig_path}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result)
+        return result
+
+    def alive(self) -> list[str]:
+        return [p.name for p in self.processes if not p.alive()]
+
+    def stop(self) -> None:
+        # Reverse start order: clients first, etcd last.
+        for p in reversed(self.processes):
+            p.stop()
+        self.processes.clear()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
