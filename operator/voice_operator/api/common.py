@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 # A DNS-1123 label: what Kubernetes accepts as a Service name and a label value.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -24,14 +25,17 @@ Quantity = Annotated[
 ]
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry; the message should name the field for the user."""
-    entry: dict[str, Any] = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
-    if reason:
-        entry["reason"] = reason
     return entry
+
+
+def validations(*rules: JsonDict) -> JsonDict:
+    """`json_schema_extra` carrying CEL rules, for a model's config or a Field."""
+    return {"x-kubernetes-validations": cast(list[Any], list(rules))}
 
 
 class ApiModel(BaseModel):

@@ -16,10 +16,13 @@ from voice_operator.api.common import (
     SecretKeyRef,
     StatusModel,
     cel,
+    validations,
 )
 
 Engine = Literal["stt", "tts", "llm"]
 ModelFormat = Literal["ggml", "ct2", "onnx", "gguf", "ollama"]
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"]
+_READ_WRITE_ONCE: list[AccessMode] = ["ReadWriteOnce"]
 
 # Which formats each engine can serve; the CRD and the operator both enforce it.
 FORMATS_BY_ENGINE: dict[str, tuple[str, ...]] = {
@@ -50,15 +53,12 @@ class ModelFile(ApiModel):
         min_length=1,
         max_length=255,
         pattern=RELATIVE_PATH,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!self.split('/').exists(s, s == '..' || s == '.')",
-                    "path may not contain '.' or '..' segments: it must stay inside the "
-                    "version folder",
-                )
-            ]
-        },
+        json_schema_extra=validations(
+            cel(
+                "!self.split('/').exists(s, s == '..' || s == '.')",
+                "path may not contain '.' or '..' segments: it must stay inside the version folder",
+            )
+        ),
     )
 
 
@@ -82,8 +82,8 @@ class StorageSpec(ApiModel):
     storage_class_name: str | None = Field(
         default=None, description="StorageClass of the created PVC (cluster default if unset)."
     )
-    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"]] = Field(
-        default_factory=lambda: ["ReadWriteOnce"],
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: _READ_WRITE_ONCE.copy(),
         description="Access modes of the created PVC. Use ReadWriteMany when engine pods "
         "on several nodes read the same asset.",
         min_length=1,
@@ -101,19 +101,17 @@ class StorageSpec(ApiModel):
     )
 
     model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.size) != has(self.existingClaim)",
-                    "set exactly one of storage.size and storage.existingClaim",
-                ),
-                cel(
-                    "!has(self.size) || quantity(string(self.size)).isGreaterThan(quantity('0'))",
-                    "storage.size must be greater than zero",
-                    field_path=".size",
-                ),
-            ]
-        }
+        "json_schema_extra": validations(
+            cel(
+                "has(self.size) != has(self.existingClaim)",
+                "set exactly one of storage.size and storage.existingClaim",
+            ),
+            cel(
+                "!has(self.size) || quantity(string(self.size)).isGreaterThan(quantity('0'))",
+                "storage.size must be greater than zero",
+                field_path=".size",
+            ),
+        )
     }
 
 
@@ -173,37 +171,35 @@ class ModelAssetSpec(ApiModel):
     )
 
     model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "self.format == 'ollama' ? has(self.ollama) && !has(self.files) "
-                    ": has(self.files) && size(self.files) > 0 && !has(self.ollama)",
-                    "format ollama needs spec.ollama and no spec.files; other formats need "
-                    "spec.files and no spec.ollama",
-                ),
-                cel(
-                    "(self.engine == 'stt' && self.format in ['ggml', 'ct2']) || "
-                    "(self.engine == 'tts' && self.format == 'onnx') || "
-                    "(self.engine == 'llm' && self.format in ['gguf', 'ollama'])",
-                    "spec.format does not fit spec.engine: stt takes ggml or ct2, tts takes "
-                    "onnx, llm takes gguf or ollama",
-                    field_path=".format",
-                ),
-                cel(
-                    "self.engine != 'tts' || !has(self.files) || "
-                    "(self.files.exists(f, f.path.endsWith('.onnx')) && "
-                    "self.files.exists(f, f.path.endsWith('.onnx.json')))",
-                    "a Piper voice needs both the .onnx and the .onnx.json in spec.files",
-                    field_path=".files",
-                ),
-                cel(
-                    "!has(self.mainFile) || (has(self.files) && "
-                    "self.files.exists(f, f.path == self.mainFile))",
-                    "spec.mainFile must be one of spec.files[].path",
-                    field_path=".mainFile",
-                ),
-            ]
-        }
+        "json_schema_extra": validations(
+            cel(
+                "self.format == 'ollama' ? has(self.ollama) && !has(self.files) "
+                ": has(self.files) && size(self.files) > 0 && !has(self.ollama)",
+                "format ollama needs spec.ollama and no spec.files; other formats need "
+                "spec.files and no spec.ollama",
+            ),
+            cel(
+                "(self.engine == 'stt' && self.format in ['ggml', 'ct2']) || "
+                "(self.engine == 'tts' && self.format == 'onnx') || "
+                "(self.engine == 'llm' && self.format in ['gguf', 'ollama'])",
+                "spec.format does not fit spec.engine: stt takes ggml or ct2, tts takes "
+                "onnx, llm takes gguf or ollama",
+                field_path=".format",
+            ),
+            cel(
+                "self.engine != 'tts' || !has(self.files) || "
+                "(self.files.exists(f, f.path.endsWith('.onnx')) && "
+                "self.files.exists(f, f.path.endsWith('.onnx.json')))",
+                "a Piper voice needs both the .onnx and the .onnx.json in spec.files",
+                field_path=".files",
+            ),
+            cel(
+                "!has(self.mainFile) || (has(self.files) && "
+                "self.files.exists(f, f.path == self.mainFile))",
+                "spec.mainFile must be one of spec.files[].path",
+                field_path=".mainFile",
+            ),
+        )
     }
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic.json_schema import JsonDict
 
 from voice_operator.api.common import (
     DNS_LABEL,
@@ -15,6 +16,7 @@ from voice_operator.api.common import (
     SecretKeyRef,
     StatusModel,
     cel,
+    validations,
 )
 
 Provider = Literal["internal", "external"]
@@ -94,8 +96,8 @@ class TtsSettings(ApiModel):
     speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Speaking rate (1 = voice's).")
 
 
-def _provider_rules(component: str) -> list[dict]:
-    return [
+def _provider_rules(component: str) -> JsonDict:
+    return validations(
         cel(
             "self.provider != 'internal' || has(self.model)",
             f"an internal provider needs spec.{component}.model (a ModelAsset name)",
@@ -106,7 +108,7 @@ def _provider_rules(component: str) -> list[dict]:
             f"an external provider needs spec.{component}.external (vendor and apiKeySecretRef)",
             field_path=".external",
         ),
-    ]
+    )
 
 
 class ComponentBase(ApiModel):
@@ -149,7 +151,7 @@ class SttComponent(ComponentBase):
     settings: SttSettings = Field(default_factory=SttSettings, description="Engine settings.")
     external: SttExternal | None = Field(default=None, description="Vendor settings (external).")
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("stt")}}
+    model_config = {"json_schema_extra": _provider_rules("stt")}
 
 
 class LlmComponent(ComponentBase):
@@ -158,7 +160,7 @@ class LlmComponent(ComponentBase):
     settings: LlmSettings = Field(default_factory=LlmSettings, description="Engine settings.")
     external: LlmExternal | None = Field(default=None, description="Vendor settings (external).")
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("llm")}}
+    model_config = {"json_schema_extra": _provider_rules("llm")}
 
 
 class TtsComponent(ComponentBase):
@@ -167,7 +169,7 @@ class TtsComponent(ComponentBase):
     settings: TtsSettings = Field(default_factory=TtsSettings, description="Engine settings.")
     external: TtsExternal | None = Field(default=None, description="Vendor settings (external).")
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": _provider_rules("tts")}}
+    model_config = {"json_schema_extra": _provider_rules("tts")}
 
 
 class ServiceSpec(ApiModel):
