@@ -1,0 +1,285 @@
+"""One file into the version folder: streamed, hashed on the fly, resumed with Range,
+renamed to its final name only when the digest matches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_random_exponential as wait_exp
+
+from voice_operator.fetch.disk import free_bytes
+from voice_operator.fetch.errors import FetchError, Reason, is_disk_full
+from voice_operator.fetch.manifest import FileRecord
+from voice_operator.fetch.part_file import PartFile
+from voice_operator.fetch.progress import Progress
+from voice_operator.fetch.spec import FetchSpec, FileSpec, redact_url
+
+log = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509})
+
+
+class RetryableError(Exception):
+    """One attempt failed in a way that another attempt may not."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class AuthHeader:
+    """Adds the secret header to requests for the file's own origin only: a redirect to
+    another host (a CDN) must not receive the credential."""
+
+    name: str
+    value: str
+    origin: tuple[bytes, str, int | None] | None = None
+
+    def __call__(self, request: httpx.Request) -> None:
+        url = request.url
+        if self.origin == (url.raw_scheme, url.host, url.port):
+            request.headers[self.name] = self.value
+        else:
+            request.headers.pop(self.name, None)
+
+    def aim_at(self, url: str) -> None:
+        u = httpx.URL(url)
+        self.origin = (u.raw_scheme, u.host, u.port)
+
+
+def make_client(spec: FetchSpec, auth: AuthHeader | None) -> httpx.Client:
+    # The read timeout is the stall timeout: no byte for that long and the attempt ends.
+    timeout = httpx.Timeout(spec.stall_timeout, connect=min(spec.stall_timeout, 30.0))
+    return httpx.Client(
+        timeout=timeout,
+        follow_redirects=True,
+        headers={"User-Agent": "voice-fetch", "Accept-Encoding": "identity"},
+        event_hooks={"request": [auth]} if auth else None,
+    )
+
+
+class Downloader:
+    def __init__(
+        self,
+        spec: FetchSpec,
+        progress: Progress,
+        client: httpx.Client | None,
+        auth: AuthHeader | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.client = client
+        self.auth = auth
+        self.on_retry = on_retry or (lambda message: None)
+        self.rehashed_bytes = 0
+
+    def fetch(self, index: int, f: FileSpec, final: Path) -> FileRecord:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = PartFile(final)
+        label = f"spec.files[{index}] ({f.path})"
+        try:
+            part.load()
+            if part.size:
+                log.info("%s: resuming after %d bytes already on disk", label, part.size)
+            while True:
+                if f.is_file_url:
+                    self._copy_local(index, f, part, label)
+                else:
+                    self._download(index, f, part, label)
+                digest = part.hasher.hexdigest()
+                if digest == f.sha256:
+                    break
+                if part.inherited:
+                    log.warning("%s: digest mismatch after resuming; downloading afresh", label)
+                    part.reset()
+                    self.progress.set_done(index, 0)
+                    continue
+                size = part.size
+                part.reset()
+                raise FetchError(
+                    Reason.CHECKSUM_MISMATCH,
+                    f"{label}: sha256 {digest} of the {size} bytes downloaded does not match "
+                    f"the expected {f.sha256}",
+                )
+            part.commit()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # Free the space: the PVC is shared with other versions of this asset.
+            part.path.unlink(missing_ok=True)
+            raise FetchError(Reason.DISK_FULL, f"{label}: no space left on the volume") from None
+        finally:
+            self.rehashed_bytes += part.rehashed
+        self.progress.complete(index, part.size)
+        return FileRecord(f.path, f.sha256, part.size)
+
+    def _check_space(self, part: PartFile, total: int | None, label: str) -> None:
+        if total is None:
+            return
+        need, free = total - part.size, free_bytes(part.path.parent)
+        if need > free:
+            part.reset()
+            raise FetchError(
+                Reason.DISK_FULL,
+                f"{label}: needs {need} more bytes, the volume has {free} free",
+            )
+
+    def _copy_local(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+        source = f.local_source
+        try:
+            src: BinaryIO = source.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise FetchError(Reason.NOT_FOUND, f"{label}: {source} does not exist") from None
+        except PermissionError:
+            raise FetchError(Reason.UNAUTHORIZED, f"{label}: {source} is not readable") from None
+        with src:
+            total = os.fstat(src.fileno()).st_size
+            part.ensure_consistent()
+            if part.size > total:
+                part.reset()
+            self.progress.set_total(index, total)
+            self._check_space(part, total, label)
+            src.seek(part.size)
+            with part.appender() as append:
+                while chunk := src.read(self.spec.chunk_size):
+                    append(chunk)
+                    self.progress.set_done(index, part.size)
+
+    def _download(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+        assert self.client is not None
+        if self.auth:
+            self.auth.aim_at(f.url)
+        high_water = part.size
+
+        def forgive_progress(state: RetryCallState) -> None:
+            # Attempts count failures in a row without new bytes: a flaky link that cuts
+            # every few MB still finishes a large file, a dead one gives up.
+            nonlocal high_water
+            if part.size > high_water:
+                high_water = part.size
+                state.attempt_number = 1
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            message = f"{label}: {exc}; retrying"
+            log.warning("%s", message)
+            self.on_retry(message)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.spec.max_attempts),
+            wait=wait_exp(multiplier=0.25, max=self.spec.backoff_max),
+            retry=retry_if_exception_type(RetryableError),
+            after=forgive_progress,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            retrying(self._attempt, index, f, part, label)
+        except RetryableError as exc:
+            raise FetchError(
+                exc.reason,
+                f"{label}: {exc.message} (gave up after {self.spec.max_attempts} "
+                "attempts without progress)",
+            ) from None
+
+    def _attempt(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+        assert self.client is not None
+        part.ensure_consistent()
+        headers = {}
+        if part.size:
+            headers["Range"] = f"bytes={part.size}-"
+            if part.validator:
+                # The server sends the whole file (200) if it changed since.
+                headers["If-Range"] = part.validator
+        where = redact_url(f.url)
+        try:
+            with self.client.stream("GET", f.url, headers=headers) as response:
+                if response.status_code == 416 and part.size:
+                    if _unsatisfied_total(response) == part.size:
+                        return  # the .part already holds the whole file
+                    part.reset()
+                    raise RetryableError(Reason.HTTP_ERROR, "range not satisfiable; starting over")
+                _check_status(response, label, where)
+                encoding = response.headers.get("Content-Encoding", "identity").lower()
+                if encoding != "identity":
+                    raise FetchError(
+                        Reason.HTTP_ERROR,
+                        f"{label}: {where} answered with Content-Encoding {encoding}",
+                    )
+                start, total = _body_span(response)
+                if start != part.size:
+                    if start != 0:
+                        part.reset()
+                        raise RetryableError(Reason.HTTP_ERROR, "server sent an unexpected range")
+                    part.reset()  # a 200: the whole file again, from the first byte
+                part.validator = _validator(response)
+                self.progress.set_total(index, total)
+                self.progress.set_done(index, part.size)
+                self._check_space(part, total, label)
+                with part.appender() as append:
+                    for chunk in response.iter_raw(self.spec.chunk_size):
+                        append(chunk)
+                        self.progress.set_done(index, part.size)
+                if total is not None and part.size < total:
+                    raise RetryableError(Reason.CONNECTION_ERROR, "the body ended early")
+        except httpx.ReadTimeout:
+            raise RetryableError(
+                Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
+            ) from None
+        except httpx.WriteTimeout:
+            raise RetryableError(Reason.STALLED, f"{where} stopped accepting the request") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(
+                Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}"
+            ) from None
+
+
+def _check_status(response: httpx.Response, label: str, where: str) -> None:
+    code = response.status_code
+    if code in (200, 206):
+        return
+    text = f"{label}: HTTP {code} from {where}"
+    if code in (404, 410):
+        raise FetchError(Reason.NOT_FOUND, text)
+    if code in (401, 403):
+        raise FetchError(Reason.UNAUTHORIZED, text)
+    if code in _RETRY_STATUSES or code >= 500:
+        raise RetryableError(Reason.HTTP_ERROR, f"HTTP {code} from {where}")
+    raise FetchError(Reason.HTTP_ERROR, text)
+
+
+def _body_span(response: httpx.Response) -> tuple[int, int | None]:
+    """(offset of the body's first byte in the file, size of the file if known)."""
+    length = response.headers.get("Content-Length")
+    if response.status_code == 206:
+        m = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        if not m:
+            raise RetryableError(Reason.HTTP_ERROR, "206 without a usable Content-Range")
+        start, end, size = m.groups()
+        return int(start), int(size) if size != "*" else int(end) + 1
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _unsatisfied_total(response: httpx.Response) -> int | None:
+    m = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _validator(response: httpx.Response) -> str | None:
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag  # If-Range accepts only strong validators
+    return response.headers.get("Last-Modified")
