@@ -24,7 +24,8 @@ def decode_audio(data: bytes, field: str = "file") -> tuple[np.ndarray, int]:
         raise ApiError(
             415,
             "unsupported_audio",
-            f"the upload is not audio that can be decoded (WAV, FLAC, OGG, MP3): {exc}",
+            "the upload is not audio that can be decoded (WAV, FLAC, OGG, MP3): "
+            + str(getattr(exc, "error_string", None) or type(exc).__name__),
             field=field,
         ) from None
     if samples.shape[0] == 0:

@@ -13,6 +13,8 @@ from voice_engines.common.correlation import current_correlation_id
 class CorrelationIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = current_correlation_id()
+        # uvicorn's terminal colouring, meaningless in JSON.
+        record.__dict__.pop("color_message", None)
         return True
 
 
@@ -25,6 +27,8 @@ def configure_json_logging(level: str = "INFO") -> None:
             "{asctime}{levelname}{name}{message}{correlation_id}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp=False,
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
     handler.addFilter(CorrelationIdFilter())

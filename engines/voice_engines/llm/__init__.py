@@ -1,0 +1,1 @@
+"""Text generation: embedded llama.cpp or an Ollama server behind one HTTP API."""

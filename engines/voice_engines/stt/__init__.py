@@ -1,0 +1,1 @@
+"""Speech to text: whisper.cpp (pywhispercpp) or faster-whisper behind one HTTP API."""

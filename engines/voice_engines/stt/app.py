@@ -1,0 +1,196 @@
+"""The STT service: POST /transcribe, POST /v1/audio/transcriptions (OpenAI-compatible),
+GET /models; plus /health, /ready and /metrics from common."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry
+
+from voice_engines.common.app import build_engine_app, require_ready
+from voice_engines.common.audio import decode_audio, to_mono_at
+from voice_engines.common.errors import ApiError
+from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.stt.backends import SpeechToText, Transcript, load_backend
+from voice_engines.stt.backends.base import SAMPLE_RATE
+from voice_engines.stt.settings import SttSettings
+
+TemperatureForm = Annotated[float | None, Form(ge=0.0, le=1.0)]
+AUDIO_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+# One second of faint noise: enough to run the encoder and decoder once.
+_WARM_UP_AUDIO = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).astype(np.float32)
+
+
+class SttEngine:
+    """The loaded backend and what a request needs around it."""
+
+    def __init__(self, settings: SttSettings) -> None:
+        self.settings = settings
+        self.backend: SpeechToText | None = None
+
+    def load(self) -> None:
+        backend = load_backend(self.settings)
+        backend.transcribe(_WARM_UP_AUDIO, self.language(None), 0.0, None)
+        self.backend = backend
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.settings.stt_backend, "model": self.settings.model_name}
+
+    def language(self, requested: str | None) -> str | None:
+        """None means detect. English-only models get "en" whatever was configured."""
+        language = (requested or self.settings.stt_language).strip().lower()
+        multilingual = self.backend.multilingual if self.backend else True
+        if language == "auto":
+            return None if multilingual else "en"
+        if not multilingual and language != "en":
+            raise ApiError(
+                400,
+                "unsupported_language",
+                f"model {self.settings.model_name} is English-only; language {language!r} "
+                "is not available",
+                field="language",
+            )
+        return language
+
+    def transcribe_upload(
+        self, data: bytes, language: str | None, temperature: float, prompt: str | None
+    ) -> Transcript:
+        """Runs on a worker thread: decoding and resampling are CPU work too."""
+        assert self.backend is not None
+        samples, rate = decode_audio(data)
+        seconds = samples.shape[0] / rate
+        if seconds > self.settings.stt_max_audio_seconds:
+            raise ApiError(
+                413,
+                "audio_too_long",
+                f"audio is {seconds:.0f} s long; the limit is "
+                f"{self.settings.stt_max_audio_seconds:g} s",
+                field="file",
+            )
+        audio = to_mono_at(samples, rate, SAMPLE_RATE)
+        return self.backend.transcribe(audio, language, temperature, prompt)
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "voice-operator"}
+
+
+def create_app(settings: SttSettings | None = None) -> FastAPI:
+    settings = settings or SttSettings()
+    engine = SttEngine(settings)
+    registry = CollectorRegistry()
+    requests = RequestMetrics(registry, "stt_transcription", "Transcription")
+    audio_seconds = histogram(
+        registry, "stt_audio_duration_seconds", "Duration of transcribed audio", AUDIO_BUCKETS
+    )
+    app = build_engine_app(
+        title="voice-stt",
+        settings=settings,
+        registry=registry,
+        route_metrics={"/transcribe": requests, "/v1/audio/transcriptions": requests},
+        load=engine.load,
+        describe=engine.describe,
+    )
+
+    async def transcribe(
+        request: Request,
+        file: UploadFile,
+        language: str | None,
+        temperature: float | None,
+        prompt: str | None,
+    ) -> tuple[Transcript, float]:
+        require_ready(request.app)
+        data = await file.read()
+        if not data:
+            raise ApiError(400, "empty_upload", "the uploaded file is empty", field="file")
+        started = time.perf_counter()
+        result = await request.app.state.executor.run(
+            engine.transcribe_upload,
+            data,
+            engine.language(language),
+            settings.stt_temperature if temperature is None else temperature,
+            prompt,
+        )
+        audio_seconds.observe(result.duration)
+        return result, time.perf_counter() - started
+
+    @app.post("/transcribe")
+    async def transcribe_native(
+        request: Request,
+        file: Annotated[UploadFile, File(description="audio: WAV (any rate/channels), FLAC, ...")],
+        language: Annotated[str | None, Form()] = None,
+        temperature: TemperatureForm = None,
+        prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    ) -> JSONResponse:
+        result, seconds = await transcribe(request, file, language, temperature, prompt)
+        return JSONResponse(
+            {
+                "text": result.text,
+                "language": result.language,
+                "duration": round(result.duration, 3),
+                "processing_seconds": round(seconds, 3),
+                "model": settings.model_name,
+                "backend": settings.stt_backend,
+                "segments": [
+                    {"id": i, "start": s.start, "end": s.end, "text": s.text}
+                    for i, s in enumerate(result.segments)
+                ],
+            }
+        )
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcribe_openai(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        # OpenAI clients name a model (e.g. "whisper-1"); this engine serves the one it
+        # loaded whatever the name, as a drop-in replacement must.
+        model: Annotated[str | None, Form()] = None,
+        language: Annotated[str | None, Form()] = None,
+        prompt: Annotated[str | None, Form(max_length=2000)] = None,
+        response_format: Annotated[Literal["json", "text", "verbose_json"], Form()] = "json",
+        temperature: TemperatureForm = None,
+    ) -> Response:
+        result, _ = await transcribe(request, file, language, temperature, prompt)
+        if response_format == "text":
+            return PlainTextResponse(result.text + "\n")
+        if response_format == "json":
+            return JSONResponse({"text": result.text})
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "language": result.language,
+                "duration": round(result.duration, 3),
+                "text": result.text,
+                "segments": [
+                    {
+                        "id": i,
+                        "seek": 0,
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "tokens": [],
+                        "temperature": temperature or settings.stt_temperature,
+                        "avg_logprob": s.avg_logprob,
+                        "compression_ratio": 0.0,
+                        "no_speech_prob": s.no_speech_prob,
+                    }
+                    for i, s in enumerate(result.segments)
+                ],
+            }
+        )
+
+    @app.get("/models")
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{**_model_card(settings.model_name), "backend": settings.stt_backend}],
+            }
+        )
+
+    return app

@@ -1,0 +1,218 @@
+"""The TTS service: POST /synthesize, POST /v1/audio/speech (OpenAI-compatible),
+GET /voices; plus /health, /ready and /metrics from common."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import numpy as np
+import soxr
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice_engines.common.app import build_engine_app, require_ready
+from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_header
+from voice_engines.common.errors import ApiError
+from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.tts.backends.piper import PiperBackend
+from voice_engines.tts.settings import TtsSettings
+
+TEXT_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8000)
+AudioFormat = Literal["wav", "pcm", "flac"]
+MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
+# Clients that always send a voice (OpenAI's require one) may send this to mean "the
+# configured voice".
+DEFAULT_VOICE = "default"
+
+
+class SynthesizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    voice: str | None = None
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    format: AudioFormat = "wav"
+    # Sentence-level streaming: a chunked response whose first sentence leaves as soon as
+    # it is synthesized.
+    stream: bool = False
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's /v1/audio/speech body; unknown fields are ignored, as OpenAI adds some."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str
+    voice: str | None = None
+    model: str | None = None
+    response_format: Literal["wav", "pcm", "flac", "mp3", "opus", "aac"] = "wav"
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+
+
+class TtsEngine:
+    def __init__(self, settings: TtsSettings) -> None:
+        self.settings = settings
+        self.voice: PiperBackend | None = None
+
+    def load(self) -> None:
+        voice = PiperBackend(
+            self.settings.voice_name, self.settings.tts_voice_path, self.settings.voice_config
+        )
+        for _ in voice.sentences("Ready.", 1.0):
+            pass
+        self.voice = voice
+
+    def describe(self) -> dict[str, Any]:
+        return {"voice": self.settings.voice_name}
+
+    def check(self, text: str, voice: str | None) -> PiperBackend:
+        if not text.strip():
+            raise ApiError(400, "empty_text", "text is empty", field="text")
+        if len(text) > self.settings.tts_max_text_chars:
+            raise ApiError(
+                413,
+                "text_too_large",
+                f"text is {len(text)} characters; the limit is {self.settings.tts_max_text_chars}",
+                field="text",
+            )
+        assert self.voice is not None
+        if voice not in (None, DEFAULT_VOICE, self.voice.info.name):
+            raise ApiError(
+                400,
+                "unknown_voice",
+                f"voice {voice!r} is not served here; GET /voices lists the voices",
+                field="voice",
+            )
+        return self.voice
+
+    def synthesize(self, voice: PiperBackend, text: str, speed: float, rate: int) -> np.ndarray:
+        parts = list(voice.sentences(text, speed))
+        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return resample(audio, voice.info.sample_rate, rate)
+
+    def stream_pcm(
+        self, voice: PiperBackend, text: str, speed: float, rate: int
+    ) -> Iterator[bytes]:
+        # One resampler across sentences, so their joins carry no filter edge effects.
+        resampler = (
+            soxr.ResampleStream(voice.info.sample_rate, rate, 1, dtype="float32")
+            if rate != voice.info.sample_rate
+            else None
+        )
+        for audio in voice.sentences(text, speed):
+            yield pcm16(resampler.resample_chunk(audio) if resampler else audio)
+        if resampler is not None:
+            yield pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+
+
+def create_app(settings: TtsSettings | None = None) -> FastAPI:
+    settings = settings or TtsSettings()
+    engine = TtsEngine(settings)
+    registry = CollectorRegistry()
+    requests = RequestMetrics(registry, "tts_synthesis", "Synthesis")
+    text_length = histogram(
+        registry, "tts_text_length_chars", "Length of synthesized text", TEXT_BUCKETS
+    )
+    app = build_engine_app(
+        title="voice-tts",
+        settings=settings,
+        registry=registry,
+        route_metrics={"/synthesize": requests, "/v1/audio/speech": requests},
+        load=engine.load,
+        describe=engine.describe,
+    )
+
+    async def speak(
+        request: Request,
+        text: str,
+        voice_name: str | None,
+        speed: float | None,
+        rate: int | None,
+        fmt: AudioFormat,
+        stream: bool,
+    ) -> Response:
+        require_ready(request.app)
+        voice = engine.check(text, voice_name)
+        text_length.observe(len(text))
+        speed = speed or settings.tts_speed
+        rate = rate or voice.info.sample_rate
+        headers = {"X-Sample-Rate": str(rate)}
+        executor = request.app.state.executor
+        if stream and fmt in ("wav", "pcm"):
+            chunks = await executor.stream(engine.stream_pcm, voice, text, speed, rate)
+
+            async def body() -> AsyncIterator[bytes]:
+                # The header rides with the first sentence so the first bytes a client
+                # gets are playable audio.
+                header = streaming_wav_header(rate) if fmt == "wav" else b""
+                async for chunk in chunks:
+                    yield header + chunk
+                    header = b""
+                if header:
+                    yield header
+
+            return StreamingResponse(body(), media_type=MEDIA_TYPES[fmt], headers=headers)
+        audio = await executor.run(engine.synthesize, voice, text, speed, rate)
+        data = (
+            await executor.run(encode, audio, rate, fmt)
+            if fmt == "flac"
+            else encode(audio, rate, fmt)
+        )
+        return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    @app.post("/synthesize")
+    async def synthesize(request: Request, body: SynthesizeRequest) -> Response:
+        return await speak(
+            request, body.text, body.voice, body.speed, body.sample_rate, body.format, body.stream
+        )
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request, body: SpeechRequest) -> Response:
+        if body.response_format not in MEDIA_TYPES:
+            raise ApiError(
+                400,
+                "unsupported_format",
+                f"response_format {body.response_format!r} is not available; use wav, pcm or flac",
+                field="response_format",
+            )
+        # OpenAI streams speech as it is made; so does this, a sentence at a time.
+        return await speak(
+            request, body.input, body.voice, body.speed, None, body.response_format, True
+        )
+
+    def voices_list() -> list[dict[str, Any]]:
+        require_ready(app)
+        assert engine.voice is not None
+        info = engine.voice.info
+        return [
+            {
+                "name": info.name,
+                "language": info.language,
+                "sample_rate": info.sample_rate,
+                "quality": info.quality,
+                "default": True,
+            }
+        ]
+
+    @app.get("/voices")
+    async def voices() -> JSONResponse:
+        return JSONResponse({"voices": voices_list()})
+
+    @app.get("/models")
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": v["name"], "object": "model", "created": 0, "owned_by": "piper"}
+                    for v in voices_list()
+                ],
+            }
+        )
+
+    return app
