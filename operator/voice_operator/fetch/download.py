@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# An attempt that got this much further than any before it resets the failure count;
+# a trickle of a few bytes per stall does not.
+MIN_PROGRESS = 1 << 20
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509})
 
 
@@ -168,7 +171,7 @@ class Downloader:
             # Attempts count failures in a row without new bytes: a flaky link that cuts
             # every few MB still finishes a large file, a dead one gives up.
             nonlocal high_water
-            if part.size > high_water:
+            if part.size >= high_water + MIN_PROGRESS:
                 high_water = part.size
                 state.attempt_number = 1
 
@@ -230,7 +233,9 @@ class Downloader:
                 self.progress.set_done(index, part.size)
                 self._check_space(part, total, label)
                 with part.appender() as append:
-                    for chunk in response.iter_raw(self.spec.chunk_size):
+                    # Pieces as the transport delivers them (<= 64 KiB): re-chunking would
+                    # hold back received bytes that a cut connection then throws away.
+                    for chunk in response.iter_raw():
                         append(chunk)
                         self.progress.set_done(index, part.size)
                 if total is not None and part.size < total:

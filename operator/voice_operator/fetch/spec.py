@@ -112,7 +112,7 @@ class FetchSpec(BaseModel):
     max_attempts: int = Field(default=6, ge=1)
     backoff_max: float = Field(default=30.0, ge=0)
     report_interval: float = Field(default=2.0, gt=0)
-    chunk_size: int = Field(default=64 << 10, ge=4096, le=64 << 20)
+    chunk_size: int = Field(default=1 << 20, ge=4096, le=64 << 20)  # file:// copies
 
     @field_validator("dest")
     @classmethod
