@@ -43,7 +43,8 @@ _ENV_OF_FIELD = {
     "report_interval": "FETCH_REPORT_INTERVAL",
     "chunk_size": "FETCH_CHUNK_SIZE",
 }
-_FIELD_OF_ENV = {env: field for field, env in _ENV_OF_FIELD.items()}
+_FIELD_OF_ENV = {env: field for field, env in _ENV_OF_FIELD.items() if env.startswith("FETCH_")}
+_FIELD_OF_ENV["FETCH_OLLAMA_MODEL"] = "ollama_model"
 
 
 class FileSpec(BaseModel):
