@@ -106,12 +106,18 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def pull(host: str, model: str, progress: Progress, on_state: Callable[[str], None]) -> None:
+def pull(
+    host: str,
+    model: str,
+    progress: Progress,
+    on_state: Callable[[str], None],
+    insecure: bool = False,
+) -> None:
     import ollama
 
     client = ollama.Client(host=host, timeout=None)
     try:
-        for update in client.pull(model, stream=True):
+        for update in client.pull(model, insecure=insecure, stream=True):
             if update.digest and update.total:
                 progress.set_total(update.digest, update.total)
                 progress.set_done(update.digest, update.completed or 0)
@@ -145,7 +151,7 @@ def pull_version(
         binary = find_ollama(spec.ollama_bin)
         with ollama_server(binary, dest) as host:
             on_state(f"pulling {spec.ollama_model}")
-            pull(host, spec.ollama_model, progress, on_state)
+            pull(host, spec.ollama_model, progress, on_state, spec.ollama_insecure)
         on_state("writing the manifest")
         records = scan_tree(dest)
         if not any(r.path.startswith("manifests/") for r in records):

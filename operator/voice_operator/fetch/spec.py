@@ -42,9 +42,11 @@ _ENV_OF_FIELD = {
     "backoff_max": "FETCH_BACKOFF_MAX",
     "report_interval": "FETCH_REPORT_INTERVAL",
     "chunk_size": "FETCH_CHUNK_SIZE",
+    "ollama_insecure": "FETCH_OLLAMA_INSECURE",
 }
 _FIELD_OF_ENV = {env: field for field, env in _ENV_OF_FIELD.items() if env.startswith("FETCH_")}
 _FIELD_OF_ENV["FETCH_OLLAMA_MODEL"] = "ollama_model"
+_FIELD_OF_ENV["FETCH_OLLAMA_INSECURE"] = "ollama_insecure"
 
 
 class FileSpec(BaseModel):
@@ -106,6 +108,8 @@ class FetchSpec(BaseModel):
     files: tuple[FileSpec, ...] = ()
     ollama_model: str | None = None
     ollama_bin: str | None = None
+    # Pull over plain http: an in-cluster registry mirror without TLS.
+    ollama_insecure: bool = False
     auth_header_name: str = "Authorization"
     auth_header_value: SecretStr | None = None
     report: Literal["kube", "log"] = "log"
