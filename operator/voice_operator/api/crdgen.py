@@ -82,8 +82,9 @@ MODEL_ASSET = CrdDefinition(
     ],
     root_validations=[
         {
-            "rule": "size(self.metadata.name) <= 63",
-            "message": "metadata.name must be at most 63 characters (it names the PVC and Jobs)",
+            "rule": "size(self.metadata.name) <= 48",
+            "message": "metadata.name must be at most 48 characters (it names the PVC and "
+            "the download Jobs)",
         }
     ],
 )
@@ -195,6 +196,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "object" and out.get("additionalProperties") is False:
         # Kubernetes prunes unknown fields itself; `false` is not allowed here.
         del out["additionalProperties"]
+    if out.get("type") == "object" and out.get("additionalProperties") is True:
+        # dict[str, Any]: free-form, which a structural schema says this way.
+        del out["additionalProperties"]
+        out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 
 

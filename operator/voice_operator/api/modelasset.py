@@ -268,6 +268,13 @@ class VersionStatus(StatusModel):
     files: list[FileStatus] = Field(default_factory=list, description="Verified files.")
     bytes: int = Field(default=0, description="Total size of the files.")
     ready_at: datetime | None = Field(default=None, description="When it was verified.")
+    source: str | None = Field(
+        default=None, description="Hash of the spec (urls, digests, paths) it was made from."
+    )
+    main_file: str | None = Field(
+        default=None, description="What the engine loads, relative to path ('' = the folder)."
+    )
+    format: str | None = Field(default=None, description="The model format.")
 
 
 class Progress(StatusModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic.json_schema import JsonDict
@@ -135,6 +135,11 @@ class ComponentBase(ApiModel):
         max_length=512,
         pattern=IMAGE,
     )
+    pod_annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Annotations of the engine pods (e.g. for a service mesh). Changing them "
+        "rolls out a new revision.",
+    )
 
     @model_validator(mode="after")
     def _provider_needs(self) -> ComponentBase:
@@ -238,6 +243,28 @@ class VoiceAgentSpec(ApiModel):
         return getattr(self, name)
 
 
+class ComponentRevision(StatusModel):
+    """Everything a stage's pods and route are made from; its hash is the revision."""
+
+    provider: Provider = Field(description="internal or external.")
+    model: str | None = Field(default=None, description="ModelAsset (internal).")
+    model_version: str | None = Field(default=None, description="Its version (internal).")
+    model_format: str | None = Field(default=None, description="Its format (internal).")
+    model_path: str | None = Field(
+        default=None, description="What the engine loads, inside the asset's volume."
+    )
+    claim_name: str | None = Field(default=None, description="The asset's PVC (internal).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Engine settings.")
+    image: str | None = Field(default=None, description="Engine image (internal).")
+    resources: dict[str, Any] | None = Field(default=None, description="Container resources.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Pod annotations (internal)."
+    )
+    external: dict[str, Any] | None = Field(
+        default=None, description="Vendor, model, url and key reference (external)."
+    )
+
+
 class RevisionRecord(StatusModel):
     """One revision a component ran, kept in a bounded history."""
 
@@ -261,6 +288,9 @@ class ComponentStatus(StatusModel):
     )
     last_good_revision: str | None = Field(
         default=None, description="The last revision that became healthy."
+    )
+    last_good: ComponentRevision | None = Field(
+        default=None, description="What the last good revision is made of (for rollback)."
     )
     ready_replicas: int = Field(default=0, description="Ready engine pods.")
     serving: str | None = Field(default=None, description="Summary for kubectl get.")

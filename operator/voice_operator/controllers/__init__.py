@@ -1,0 +1,1 @@
+"""Reconcilers: observe the cluster, ask a pure planner what to do, execute the plan."""

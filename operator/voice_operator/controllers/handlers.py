@@ -1,0 +1,158 @@
+"""The kopf handlers. Each one only turns a watch event into work-queue keys (see
+workqueue.py for why); the reconcilers do the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from voice_operator import FIELD_MANAGER, GROUP, VERSION
+from voice_operator.api.voiceagent import COMPONENTS
+from voice_operator.controllers.modelasset import reconcile_model_asset
+from voice_operator.controllers.voiceagent import reconcile_voice_agent
+from voice_operator.kube import Kube
+from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
+from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET, LABEL_MANAGED_BY
+from voice_operator.settings import OperatorSettings
+from voice_operator.workqueue import Key, WorkQueue
+
+log = logging.getLogger(__name__)
+MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
+
+
+class Runtime:
+    """What the handlers share: settings, the API client, the queue and the known keys."""
+
+    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.queue = WorkQueue(self.reconcile, workers=settings.workers)
+        self.known: set[Key] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def reconcile(self, key: Key) -> float | None:
+        reconciler = reconcile_model_asset if key.kind == "ModelAsset" else reconcile_voice_agent
+        with RECONCILE_DURATION.labels(key.kind).time():
+            RECONCILES.labels(key.kind).inc()
+            try:
+                # The Kubernetes client is synchronous; keep it off the event loop.
+                return await asyncio.to_thread(reconciler, self.kube, self.settings, key)
+            except Exception:
+                RECONCILE_ERRORS.labels(key.kind).inc()
+                raise
+
+    def enqueue(self, key: Key, deleted: bool = False) -> None:
+        if deleted:
+            self.known.discard(key)
+        else:
+            self.known.add(key)
+        self.queue.add(key)
+
+    async def resync(self) -> None:
+        """A safety net for missed events: every known object, every resync period."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            for key in list(self.known):
+                self.queue.add(key)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo["runtime"]
+    return runtime
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own readers: the pod's service account, else $KUBECONFIG as it is now.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    # Nothing of kopf's own bookkeeping is written to our objects: we use no change-
+    # detection handlers, so there is no progress or diff-base state to store.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
+    settings.posting.level = logging.WARNING
+    # One line per watch event ("Handler ... succeeded") would drown what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    runtime = Runtime(OperatorSettings(), await asyncio.to_thread(Kube))
+    runtime.tasks = [
+        asyncio.create_task(runtime.queue.run(), name="work-queue"),
+        asyncio.create_task(runtime.resync(), name="resync"),
+    ]
+    memo["runtime"] = runtime
+
+
+@kopf.on.cleanup()
+async def stop(memo: Any, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if runtime:
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+
+
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event.get("type") == "DELETED"
+
+
+def _referenced_assets(spec: dict[str, Any]) -> set[str]:
+    return {
+        spec[c]["model"]
+        for c in COMPONENTS
+        if isinstance(spec.get(c), dict) and spec[c].get("model")
+    }
+
+
+@kopf.on.event(GROUP, VERSION, "modelassets")
+def model_asset_event(
+    event: kopf.RawEvent, namespace: str | None, name: str | None, memo: Any, **_: Any
+) -> None:
+    if not (namespace and name):
+        return
+    runtime = _runtime(memo)
+    runtime.enqueue(Key("ModelAsset", namespace, name), deleted=_deleted(event))
+    # Agents wait for their assets: wake the ones naming this asset.
+    for key in list(runtime.known):
+        if key.kind == "VoiceAgent" and key.namespace == namespace:
+            runtime.queue.add(key)
+
+
+@kopf.on.event(GROUP, VERSION, "voiceagents")
+def voice_agent_event(
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str | None,
+    spec: kopf.Spec,
+    memo: Any,
+    **_: Any,
+) -> None:
+    if not (namespace and name):
+        return
+    runtime = _runtime(memo)
+    runtime.enqueue(Key("VoiceAgent", namespace, name), deleted=_deleted(event))
+    # What an agent uses decides which asset versions may be pruned.
+    for asset in _referenced_assets(dict(spec)):
+        runtime.queue.add(Key("ModelAsset", namespace, asset))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def job_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    if namespace and (asset := labels.get(LABEL_ASSET)):
+        _runtime(memo).queue.add(Key("ModelAsset", namespace, asset))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+@kopf.on.event("v1", "pods", labels=MANAGED)
+def agent_child_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    if namespace and (agent := labels.get(LABEL_AGENT)):
+        _runtime(memo).queue.add(Key("VoiceAgent", namespace, agent))

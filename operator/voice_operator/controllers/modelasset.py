@@ -1,0 +1,34 @@
+"""ModelAsset reconcile: observe the asset, its Jobs and the agents using it; plan; execute."""
+
+from __future__ import annotations
+
+import datetime
+
+from voice_operator.controllers.execute import execute
+from voice_operator.kube import Kube
+from voice_operator.plan.modelasset import AssetObservation, plan_model_asset
+from voice_operator.plan.usage import versions_in_use
+from voice_operator.render.meta import LABEL_ASSET, MANAGED, Owner
+from voice_operator.settings import OperatorSettings
+from voice_operator.workqueue import Key
+
+
+def reconcile_model_asset(kube: Kube, settings: OperatorSettings, key: Key) -> float | None:
+    asset = kube.get("ModelAsset", key.name, key.namespace)
+    if asset is None:
+        return None  # deleted: the garbage collector removes what it owned
+    meta = asset["metadata"]
+    jobs = kube.list("Job", key.namespace, labels={LABEL_ASSET: key.name, **MANAGED})
+    agents = kube.list("VoiceAgent", key.namespace)
+    observation = AssetObservation(
+        owner=Owner("ModelAsset", meta["name"], meta["namespace"], meta["uid"]),
+        generation=meta.get("generation", 0),
+        spec=asset.get("spec", {}),
+        status=asset.get("status", {}) or {},
+        jobs=jobs,
+        versions_in_use=versions_in_use(agents, key.name),
+        now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+    )
+    plan = plan_model_asset(observation, settings)
+    execute(kube, plan, asset)
+    return plan.requeue_after

@@ -1,0 +1,206 @@
+"""Desired children of a ModelAsset: its PVC, the download Job per version with the
+least-privilege identity it reports with, and the Job that deletes pruned versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from voice_operator import API_VERSION
+from voice_operator.api.modelasset import ModelAssetSpec
+from voice_operator.render import render
+from voice_operator.render.meta import (
+    ANNOTATION_SPEC_HASH,
+    LABEL_ASSET,
+    LABEL_VERSION,
+    Owner,
+    labels,
+    restricted_container_security,
+    restricted_pod_security,
+    short_hash,
+)
+from voice_operator.settings import OperatorSettings
+
+MOUNT = "/models"
+PRUNE_ANNOTATION = "voiceops.dev/prune"
+# Finished prune Jobs stay a while for `kubectl describe`; the TTL controller removes them.
+PRUNE_JOB_TTL_SECONDS = 3600
+# Exit codes of the fetcher that no retry can fix (see docs/fetch.md).
+PERMANENT_EXIT_CODES = [2, 3, 4, 5]
+
+
+@dataclass(frozen=True)
+class Asset:
+    owner: Owner
+    spec: ModelAssetSpec
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+
+def claim_name(asset: Asset) -> str:
+    return asset.spec.storage.existing_claim or f"{asset.name}-models"
+
+
+def version_folder(asset_name: str, version: str) -> str:
+    """Where a version lives inside the PVC (the PVC is mounted at /models)."""
+    return f"/{asset_name}/{version}"
+
+
+def source_hash(spec: ModelAssetSpec) -> str:
+    """Identifies what spec.version is made of; a version label may not change its files."""
+    files = [f.wire() for f in spec.files or []]
+    ollama = spec.ollama.wire() if spec.ollama else None
+    return short_hash({"version": spec.version, "files": files, "ollama": ollama}, 8)
+
+
+def fetch_job_name(asset: Asset) -> str:
+    return f"{asset.name}-fetch-{source_hash(asset.spec)}"
+
+
+def fetch_identity_name(asset: Asset) -> str:
+    return f"{asset.name}-fetch"
+
+
+def _meta(asset: Asset, name: str, component: str, **extra: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": asset.namespace,
+        "labels": labels(
+            "model-asset", asset.name, component, **{LABEL_ASSET: asset.name}, **extra
+        ),
+        "owner_references": [asset.owner.reference()],
+    }
+
+
+def desired_claim(asset: Asset) -> dict[str, Any] | None:
+    """The PVC, unless the asset uses an existing one."""
+    storage = asset.spec.storage
+    if storage.existing_claim:
+        return None
+    meta = _meta(asset, claim_name(asset), "storage")
+    if storage.retain_on_delete:
+        meta["owner_references"] = []
+    return render(
+        "persistentvolumeclaim",
+        **meta,
+        access_modes=list(storage.access_modes),
+        size=str(storage.size),
+        storage_class_name=storage.storage_class_name,
+    )
+
+
+def desired_fetch_identity(asset: Asset) -> list[dict[str, Any]]:
+    """A ServiceAccount allowed to report on this one asset's status, and nothing else."""
+    name = fetch_identity_name(asset)
+    meta = _meta(asset, name, "fetch")
+    rules = [
+        {
+            "apiGroups": [API_VERSION.split("/")[0]],
+            "resources": ["modelassets/status"],
+            "resourceNames": [asset.name],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    return [
+        render("serviceaccount", **meta, automount=False),
+        render("role", **meta, rules=rules),
+        render("rolebinding", **meta, role=name, service_account=name),
+    ]
+
+
+def _pod_values(asset: Asset, settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "image": settings.engine_image,
+        "image_pull_policy": settings.image_pull_policy,
+        "pod_security_context": restricted_pod_security(),
+        "container_security_context": restricted_container_security(),
+        "node_selector": settings.engine_node_selector,
+        "tolerations": settings.engine_tolerations,
+        "claim_name": claim_name(asset),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+    }
+
+
+def fetch_env(asset: Asset) -> list[dict[str, Any]]:
+    spec = asset.spec
+    env: list[dict[str, Any]] = [
+        {"name": "FETCH_ASSET", "value": asset.name},
+        {"name": "FETCH_NAMESPACE", "value": asset.namespace},
+        {"name": "FETCH_VERSION", "value": spec.version},
+        {"name": "FETCH_DEST", "value": MOUNT + version_folder(asset.name, spec.version)},
+        {"name": "FETCH_REPORT", "value": "kube"},
+    ]
+    if spec.ollama:
+        env.append({"name": "FETCH_OLLAMA_MODEL", "value": spec.ollama.model})
+    else:
+        files = [f.wire() for f in spec.files or []]
+        env.append({"name": "FETCH_FILES", "value": json.dumps(files, separators=(",", ":"))})
+    if spec.auth:
+        ref = spec.auth.secret_ref
+        env.append({"name": "FETCH_AUTH_HEADER_NAME", "value": spec.auth.header})
+        env.append(
+            {
+                "name": "FETCH_AUTH_HEADER",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def desired_fetch_job(asset: Asset, settings: OperatorSettings) -> dict[str, Any]:
+    """The download Job of spec.version; its name changes when the files change."""
+    return render(
+        "job",
+        **_meta(asset, fetch_job_name(asset), "fetch", **{LABEL_VERSION: asset.spec.version}),
+        annotations={ANNOTATION_SPEC_HASH: source_hash(asset.spec)},
+        ttl_seconds_after_finished=None,
+        backoff_limit=3,
+        pod_failure_rules=[
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "fetch",
+                    "operator": "In",
+                    "values": PERMANENT_EXIT_CODES,
+                },
+            }
+        ],
+        service_account=fetch_identity_name(asset),
+        # The fetcher needs a token to report; the ServiceAccount allows nothing else.
+        automount_token=True,
+        container="fetch",
+        command=["voice-fetch"],
+        env=fetch_env(asset),
+        **_pod_values(asset, settings),
+    )
+
+
+def desired_prune_job(
+    asset: Asset, versions: list[str], settings: OperatorSettings
+) -> dict[str, Any]:
+    """Deletes the folders of `versions` (none of which an agent uses)."""
+    folders = [MOUNT + version_folder(asset.name, v) for v in sorted(versions)]
+    return render(
+        "job",
+        **_meta(asset, f"{asset.name}-prune-{short_hash(sorted(versions), 8)}", "prune"),
+        annotations={PRUNE_ANNOTATION: ",".join(sorted(versions))},
+        ttl_seconds_after_finished=PRUNE_JOB_TTL_SECONDS,
+        backoff_limit=3,
+        pod_failure_rules=[],
+        service_account="default",
+        automount_token=False,
+        container="prune",
+        command=["rm", "-rf", "--", *folders],
+        env=[],
+        **_pod_values(asset, settings),
+    )

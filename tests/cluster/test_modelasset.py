@@ -1,0 +1,279 @@
+"""ModelAsset on the real control plane: a PVC and a download Job per version; the fetcher
+(run as its Job would run it) reports; versions live side by side; old ones are pruned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Operator, ServedModel, condition, run_fetch_job, run_job_command, wait_for
+from testground import Cluster
+
+from voice_operator.kube import Kube
+
+pytestmark = pytest.mark.cluster
+
+
+def voice_asset(
+    namespace: str, models: dict[str, ServedModel], version: str = "v1", **spec: object
+) -> dict:
+    files = [
+        {"url": models[n].url, "sha256": models[n].sha256, "path": p}
+        for n, p in (("joe.onnx", "joe.onnx"), ("joe.onnx.json", "joe.onnx.json"))
+    ]
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "ModelAsset",
+        "metadata": {"name": "joe", "namespace": namespace},
+        "spec": {
+            "engine": "tts",
+            "format": "onnx",
+            "version": version,
+            "files": files,
+            "storage": {"size": "1Gi"},
+            **spec,
+        },
+    }
+
+
+def fetch_job(kube: Kube, namespace: str, version: str, not_named: str = "") -> dict:
+    def job():
+        jobs = [
+            j
+            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": "joe"})
+            if j["metadata"]["labels"].get("voiceops.dev/version") == version
+            and j["metadata"]["name"] != not_named
+        ]
+        return jobs[0] if jobs else None
+
+    return wait_for(f"the download Job of {version}", job)
+
+
+def asset(kube: Kube, namespace: str) -> dict:
+    obj = kube.get("ModelAsset", "joe", namespace)
+    assert obj is not None
+    return obj
+
+
+def wait_ready(kube: Kube, namespace: str, version: str) -> dict:
+    def ready():
+        obj = asset(kube, namespace)
+        status = obj.get("status") or {}
+        ok = (
+            condition(obj, "Ready").get("status") == "True"
+            and status.get("currentVersion") == version
+        )
+        return obj if ok else None
+
+    return wait_for(f"version {version} Ready", ready)
+
+
+def download(
+    kube: Kube, cluster: Cluster, namespace: str, version: str, volume: Path, not_named: str = ""
+):
+    job = fetch_job(kube, namespace, version, not_named)
+    return run_fetch_job(job, volume, cluster.kubeconfig)
+
+
+def test_create_gives_a_volume_and_a_job_then_ready_with_versions(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+):
+    cluster.apply(voice_asset(namespace, model_server))
+    claim = wait_for("the PVC", lambda: kube.get("PersistentVolumeClaim", "joe-models", namespace))
+    assert claim["metadata"]["ownerReferences"][0]["kind"] == "ModelAsset"
+    job = fetch_job(kube, namespace, "v1")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["voice-fetch"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "joe-fetch"
+    wait_for(
+        "Downloading",
+        lambda: asset(kube, namespace).get("status", {}).get("phase") == "Downloading",
+    )
+
+    result = download(kube, cluster, namespace, "v1", tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    obj = wait_ready(kube, namespace, "v1")
+    status = obj["status"]
+    assert status["phase"] == "Ready"
+    assert status["progress"]["percent"] == 100
+    [v1] = status["versions"]
+    assert v1["version"] == "v1"
+    assert v1["path"] == "/joe/v1"
+    assert {f["path"]: f["sha256"] for f in v1["files"]} == {
+        "joe.onnx": model_server["joe.onnx"].sha256,
+        "joe.onnx.json": model_server["joe.onnx.json"].sha256,
+    }
+    assert v1["bytes"] == model_server["joe.onnx"].size + model_server["joe.onnx.json"].size
+    assert (tmp_path / "joe" / "v1" / "joe.onnx").stat().st_size == model_server["joe.onnx"].size
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    # The finished download Job is cleaned up; the version is recorded in status.
+    wait_for(
+        "the Job deleted",
+        lambda: not kube.list("Job", namespace, labels={"voiceops.dev/asset": "joe"}),
+    )
+    row = cluster.kubectl("get", "modelasset", "joe", "-n", namespace).stdout.splitlines()[1]
+    assert row.split()[:6] == ["joe", "tts", "v1", "v1", "Ready", "100"]
+    events = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=joe",
+        "-o",
+        "json",
+    ).stdout
+    assert "Verified" in {e["reason"] for e in json.loads(events)["items"]}
+
+
+def test_version_bump_downloads_beside_the_old_one(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+):
+    cluster.apply(voice_asset(namespace, model_server))
+    assert download(kube, cluster, namespace, "v1", tmp_path).returncode == 0
+    wait_ready(kube, namespace, "v1")
+
+    cluster.apply(voice_asset(namespace, model_server, version="v2"))
+    job = fetch_job(kube, namespace, "v2")
+    bumped = wait_for(
+        "v2 downloading",
+        lambda: (o := asset(kube, namespace))["status"].get("phase") == "Downloading" and o,
+    )
+    # While v2 downloads, agents keep using v1.
+    assert bumped["status"]["currentVersion"] == "v1"
+    assert condition(bumped, "Ready")["status"] == "False"
+
+    assert run_fetch_job(job, tmp_path, cluster.kubeconfig).returncode == 0
+    status = wait_ready(kube, namespace, "v2")["status"]
+    assert [v["version"] for v in status["versions"]] == ["v2", "v1"]
+    assert (tmp_path / "joe" / "v1" / "joe.onnx").exists()
+    assert (tmp_path / "joe" / "v2" / "joe.onnx").exists()
+
+    # Going back to v1 needs no download: it is still on disk.
+    cluster.apply(voice_asset(namespace, model_server, version="v1"))
+    wait_ready(kube, namespace, "v1")
+    assert not [
+        j
+        for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": "joe"})
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] == "fetch"
+    ]
+
+
+def test_failed_download_keeps_the_current_version(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+):
+    cluster.apply(voice_asset(namespace, model_server))
+    assert download(kube, cluster, namespace, "v1", tmp_path).returncode == 0
+    wait_ready(kube, namespace, "v1")
+
+    broken = voice_asset(namespace, model_server, version="v2")
+    broken["spec"]["files"][0]["sha256"] = "0" * 64
+    cluster.apply(broken)
+    broken_job = fetch_job(kube, namespace, "v2")
+    result = run_fetch_job(broken_job, tmp_path, cluster.kubeconfig)
+    assert result.returncode == 3, result.stderr  # checksum mismatch: no retry helps
+
+    def failed():
+        obj = asset(kube, namespace)
+        return obj if condition(obj, "Failed").get("status") == "True" else None
+
+    obj = wait_for("the Failed condition", failed)
+    assert obj["status"]["phase"] == "Failed"
+    assert condition(obj, "Failed")["reason"] == "ChecksumMismatch"
+    assert "still serving version v1" in condition(obj, "Failed")["message"]
+    assert obj["status"]["currentVersion"] == "v1"
+    assert [v["version"] for v in obj["status"]["versions"]] == ["v1"]
+    assert not (tmp_path / "joe" / "v2" / "joe.onnx").exists()
+    assert (tmp_path / "joe" / "v1" / "joe.onnx").exists()
+    warnings = json.loads(
+        cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "type=Warning", "-o", "json"
+        ).stdout
+    )["items"]
+    assert "ChecksumMismatch" in {e["reason"] for e in warnings}
+
+    # Fixing the digest is a new spec: a new Job, and the version heals.
+    cluster.apply(voice_asset(namespace, model_server, version="v2"))
+    result = download(
+        kube, cluster, namespace, "v2", tmp_path, not_named=broken_job["metadata"]["name"]
+    )
+    assert result.returncode == 0, result.stderr
+    wait_ready(kube, namespace, "v2")
+    wait_for(
+        "the failed Job deleted",
+        lambda: kube.get("Job", broken_job["metadata"]["name"], namespace) is None,
+    )
+
+
+def test_retention_prunes_old_versions_nobody_uses(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+):
+    for version in ("v1", "v2", "v3"):
+        cluster.apply(voice_asset(namespace, model_server, version=version, retainVersions=2))
+        assert download(kube, cluster, namespace, version, tmp_path).returncode == 0
+        wait_ready(kube, namespace, version)
+
+    def pruned():
+        obj = asset(kube, namespace)
+        versions = [v["version"] for v in obj["status"]["versions"]]
+        return versions if versions == ["v3", "v2"] else None
+
+    [prune] = wait_for(
+        "the prune Job",
+        lambda: [
+            j
+            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": "joe"})
+            if j["metadata"]["labels"]["app.kubernetes.io/component"] == "prune"
+        ],
+    )
+    # Its command, run on our volume as the pod would run it, deletes exactly v1.
+    assert run_job_command(prune, tmp_path).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "joe").iterdir()) == ["v2", "v3"]
+    wait_for("v1 gone from status", pruned)
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    assert [e["message"] for e in events["items"] if e["reason"] == "VersionsPruned"] == [
+        "deleted versions v1 from the volume"
+    ]
+
+
+def test_deleting_the_asset_removes_what_it_owns(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+):
+    cluster.apply(voice_asset(namespace, model_server))
+    wait_for("the PVC", lambda: kube.get("PersistentVolumeClaim", "joe-models", namespace))
+    fetch_job(kube, namespace, "v1")
+    cluster.kubectl("delete", "modelasset", "joe", "-n", namespace, "--wait=true")
+    wait_for(
+        "the PVC gone", lambda: kube.get("PersistentVolumeClaim", "joe-models", namespace) is None
+    )
+    wait_for("the Jobs gone", lambda: not kube.list("Job", namespace))
+    wait_for(
+        "the ServiceAccount gone",
+        lambda: kube.get("ServiceAccount", "joe-fetch", namespace) is None,
+    )
