@@ -385,3 +385,32 @@ def test_progress_reports_are_rate_limited(
     done = [s["doneBytes"] for s in statuses]
     assert done == sorted(done)
     assert any(0 < s["doneBytes"] < m.size and s["totalBytes"] == m.size for s in statuses)
+
+
+def test_sigterm_keeps_the_part_for_the_next_pod(
+    tmp_path: Path, server: FileServer, models: dict[str, ModelFile]
+) -> None:
+    m = models["joe.onnx"]
+    url = server.add("joe.onnx", m.path, rate=m.size / 3)
+    dest = tmp_path / "v1"
+    env = fetch_env(dest, [entry(m, url)])
+    proc = subprocess.Popen(
+        [str(VOICE_FETCH)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    part = dest / "joe.onnx.part"
+    while not (part.exists() and part.stat().st_size > 10_000_000):
+        time.sleep(0.02)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+
+    assert proc.returncode == 143
+    assert part.stat().st_size > 10_000_000
+    assert '"Failed"' not in out.decode()  # stopping is not a failure of the download
+    kept = part.stat().st_size
+    server.served("joe.onnx").behaviour.rate = None
+
+    run = run_fetch(env)
+
+    assert run.code == 0, run.stderr
+    assert server.served("joe.onnx").requests[-1]["range"] == f"bytes={kept}-"
+    assert (dest / "joe.onnx").read_bytes() == m.path.read_bytes()
