@@ -37,15 +37,18 @@ def ggml_model() -> Path:
 
 @pytest.fixture(scope="session")
 def spoken() -> list[Spoken]:
-    """The fixed sentences spoken by Piper (the library directly, not our service)."""
+    """The fixed sentences spoken by Piper (the library directly, not our service), with
+    its noise turned off so every run hears exactly the same audio."""
     import numpy as np
     import soundfile as sf
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
 
     voice = PiperVoice.load(piper_voice())
+    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     out = []
     for text in SENTENCES:
-        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text)])
+        chunks = voice.synthesize(text, syn_config=steady)
+        audio = np.concatenate([c.audio_float_array for c in chunks])
         buffer = io.BytesIO()
         sf.write(buffer, audio, voice.config.sample_rate, format="WAV", subtype="PCM_16")
         out.append(Spoken(text, buffer.getvalue()))

@@ -22,9 +22,9 @@ import httpx
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Please book a table for four people at seven tonight.",
-    "The weather in Paris is sunny with a light breeze.",
+    "The weather today is sunny with a light breeze.",
     "Can you remind me to call my mother tomorrow morning?",
-    "Artificial intelligence is changing how we work and live.",
+    "I would like to order a large pizza with mushrooms.",
     "I would like to cancel my order and get a refund.",
 ]
 

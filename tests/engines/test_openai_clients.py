@@ -37,7 +37,7 @@ def test_openai_client_transcribes(
 
 
 def test_openai_client_speaks(tts: EngineProcess, stt_faster_whisper: EngineProcess) -> None:
-    text = "The meeting starts in five minutes."
+    text = "The train to the city leaves in a few minutes."
     with client(tts).audio.speech.with_streaming_response.create(
         model="tts-1", voice="en_US-joe-medium", input=text, response_format="wav"
     ) as response:

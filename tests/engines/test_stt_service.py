@@ -88,10 +88,10 @@ def test_any_wav_rate_and_channel_count(
 
 
 def test_flac_upload(stt: EngineProcess, spoken: list[Spoken]) -> None:
-    audio, rate = sf.read(io.BytesIO(spoken[2].wav), dtype="float32")
+    audio, rate = sf.read(io.BytesIO(spoken[3].wav), dtype="float32")
     buffer = io.BytesIO()
     sf.write(buffer, audio, rate, format="FLAC")
-    assert words(transcribe(stt, buffer.getvalue())["text"]) == words(spoken[2].text)
+    assert words(transcribe(stt, buffer.getvalue())["text"]) == words(spoken[3].text)
 
 
 def test_native_response_has_segments_and_model(stt: EngineProcess, spoken: list[Spoken]) -> None:
