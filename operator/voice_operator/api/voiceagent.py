@@ -254,6 +254,8 @@ class ComponentRevision(StatusModel):
         default=None, description="What the engine loads, inside the asset's volume."
     )
     claim_name: str | None = Field(default=None, description="The asset's PVC (internal).")
+    ollama_model: str | None = Field(default=None, description="Ollama model tag (ollama).")
+    ollama_image: str | None = Field(default=None, description="Ollama server image (ollama).")
     settings: dict[str, Any] = Field(default_factory=dict, description="Engine settings.")
     image: str | None = Field(default=None, description="Engine image (internal).")
     resources: dict[str, Any] | None = Field(default=None, description="Container resources.")
@@ -266,18 +268,31 @@ class ComponentRevision(StatusModel):
 
 
 class RevisionRecord(StatusModel):
-    """One revision a component ran, kept in a bounded history."""
+    """One revision a component ran or tried, kept in a bounded history."""
 
-    revision: str
-    provider: Provider
-    model_version: str | None = None
-    result: Literal["Serving", "Superseded", "Failed", "RolledBack"] = "Serving"
-    reason: str | None = None
-    at: datetime | None = None
+    revision: str = Field(description="The revision.")
+    provider: Provider = Field(description="internal or external.")
+    model_version: str | None = Field(default=None, description="Model version (internal).")
+    result: Literal["Serving", "Superseded", "Failed"] = Field(
+        description="Serving now, Superseded by a later one, or Failed to become healthy."
+    )
+    reason: str | None = Field(default=None, description="Why it failed.")
+    at: datetime | None = Field(default=None, description="When it got this result.")
+
+
+class FailedRollout(StatusModel):
+    """A revision that did not become healthy; not retried until the spec changes."""
+
+    revision: str = Field(description="The revision that failed.")
+    generation: int = Field(description="The agent's .metadata.generation when it failed.")
+    reason: str = Field(description="ProgressDeadlineExceeded, CrashLoop, ProbeFailed, ...")
+    message: str = Field(default="", description="Details.")
+    rolled_back: bool = Field(default=False, description="Whether we went back to last good.")
+    at: datetime | None = Field(default=None, description="When it failed.")
 
 
 class ComponentStatus(StatusModel):
-    """What one stage runs now."""
+    """What one stage runs now, and what it is rolling out."""
 
     provider: Provider | None = Field(default=None, description="Provider now serving.")
     model: str | None = Field(default=None, description="ModelAsset serving (internal).")
@@ -292,9 +307,20 @@ class ComponentStatus(StatusModel):
     last_good: ComponentRevision | None = Field(
         default=None, description="What the last good revision is made of (for rollback)."
     )
+    failed: FailedRollout | None = Field(
+        default=None, description="The last revision that failed, if it is still the spec's."
+    )
     ready_replicas: int = Field(default=0, description="Ready engine pods.")
     serving: str | None = Field(default=None, description="Summary for kubectl get.")
     endpoint: str | None = Field(default=None, description="Where the gateway sends this stage.")
+    scaled_down_at: datetime | None = Field(
+        default=None,
+        description="When the internal engine was scaled to zero after a switch to external.",
+    )
+    scaled_down_generation: int | None = Field(
+        default=None, description="The agent generation of that switch."
+    )
+    probe_failures: int = Field(default=0, description="Consecutive failed probes of a rollout.")
     history: list[RevisionRecord] = Field(
         default_factory=list, description="Recent revisions, newest first."
     )

@@ -10,9 +10,8 @@ from typing import Any
 import kopf
 
 from voice_operator import FIELD_MANAGER, GROUP, VERSION
-from voice_operator.api.voiceagent import COMPONENTS
 from voice_operator.controllers.modelasset import reconcile_model_asset
-from voice_operator.controllers.voiceagent import reconcile_voice_agent
+from voice_operator.controllers.voiceagent import reconcile_voice_agent, references
 from voice_operator.kube import Kube
 from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
 from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET, LABEL_MANAGED_BY
@@ -31,6 +30,8 @@ class Runtime:
         self.kube = kube
         self.queue = WorkQueue(self.reconcile, workers=settings.workers)
         self.known: set[Key] = set()
+        # (kind, namespace, name) of an asset or Secret -> agents whose spec names it
+        self.referenced_by: dict[tuple[str, str, str], set[Key]] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
     async def reconcile(self, key: Key) -> float | None:
@@ -43,6 +44,20 @@ class Runtime:
             except Exception:
                 RECONCILE_ERRORS.labels(key.kind).inc()
                 raise
+
+    def index_references(self, agent: Key, spec: dict[str, Any], deleted: bool) -> None:
+        for refs in self.referenced_by.values():
+            refs.discard(agent)
+        if deleted:
+            return
+        assets, secrets = references(spec)
+        for kind, names in (("ModelAsset", assets), ("Secret", secrets)):
+            for name in names:
+                self.referenced_by.setdefault((kind, agent.namespace, name), set()).add(agent)
+
+    def wake_referrers(self, kind: str, namespace: str, name: str) -> None:
+        for agent in self.referenced_by.get((kind, namespace, name), ()):
+            self.queue.add(agent)
 
     def enqueue(self, key: Key, deleted: bool = False) -> None:
         if deleted:
@@ -103,14 +118,6 @@ def _deleted(event: kopf.RawEvent) -> bool:
     return event.get("type") == "DELETED"
 
 
-def _referenced_assets(spec: dict[str, Any]) -> set[str]:
-    return {
-        spec[c]["model"]
-        for c in COMPONENTS
-        if isinstance(spec.get(c), dict) and spec[c].get("model")
-    }
-
-
 @kopf.on.event(GROUP, VERSION, "modelassets")
 def model_asset_event(
     event: kopf.RawEvent, namespace: str | None, name: str | None, memo: Any, **_: Any
@@ -120,9 +127,7 @@ def model_asset_event(
     runtime = _runtime(memo)
     runtime.enqueue(Key("ModelAsset", namespace, name), deleted=_deleted(event))
     # Agents wait for their assets: wake the ones naming this asset.
-    for key in list(runtime.known):
-        if key.kind == "VoiceAgent" and key.namespace == namespace:
-            runtime.queue.add(key)
+    runtime.wake_referrers("ModelAsset", namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, "voiceagents")
@@ -137,10 +142,19 @@ def voice_agent_event(
     if not (namespace and name):
         return
     runtime = _runtime(memo)
-    runtime.enqueue(Key("VoiceAgent", namespace, name), deleted=_deleted(event))
+    key = Key("VoiceAgent", namespace, name)
+    runtime.enqueue(key, deleted=_deleted(event))
+    runtime.index_references(key, dict(spec), deleted=_deleted(event))
     # What an agent uses decides which asset versions may be pruned.
-    for asset in _referenced_assets(dict(spec)):
+    for asset in references(dict(spec))[0]:
         runtime.queue.add(Key("ModelAsset", namespace, asset))
+
+
+@kopf.on.event("v1", "secrets")
+def secret_event(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+    # Only which agents name this Secret matters here; its data is never looked at.
+    if namespace and name:
+        _runtime(memo).wake_referrers("Secret", namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -1,0 +1,449 @@
+"""The rollout state machine of one stage (DESIGN §3): observed state + spec -> next step.
+
+Pure: no API calls, no clocks. The revision a stage should run (`desired`) is compared with
+the last revision that became healthy (`status.last_good`):
+
+- equal: steady; serve it.
+- internal desired: its Deployment rolls (maxUnavailable 0); the gateway keeps its route
+  until the new revision is rolled out (and passed the probe), then last_good moves.
+- external desired: the gateway must mount the key first; then the route flips, and an
+  internal engine that served before is scaled to zero (kept for a fast switch back),
+  deleted after a grace period or the next spec change.
+- failure (progress deadline, crash loop, probe): with autoRollback the Deployment and the
+  route go back to last_good; either way the failed revision is not retried until the
+  agent's spec changes (its generation moves).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voice_operator.api.voiceagent import (
+    ComponentRevision,
+    ComponentStatus,
+    FailedRollout,
+    RevisionRecord,
+)
+from voice_operator.conditions import EventSpec
+from voice_operator.render.meta import short_hash
+
+
+def revision_of(revision: ComponentRevision) -> str:
+    return short_hash(revision.wire(), 10)
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The spec can't be turned into a revision right now."""
+
+    condition: Literal["Progressing", "Degraded"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """The engine Deployment as observed."""
+
+    template_revision: str | None
+    generation: int
+    observed_generation: int
+    replicas: int
+    status_replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    deadline_exceeded: bool
+
+    def rolled_out(self, revision: str) -> bool:
+        """Every pod runs `revision` and is available; no old pod is left."""
+        return (
+            self.template_revision == revision
+            and self.observed_generation >= self.generation
+            and self.updated_replicas == self.replicas
+            and self.available_replicas >= self.replicas
+            and self.status_replicas == self.replicas
+        )
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    component: str
+    desired: ComponentRevision | Blocked
+    status: ComponentStatus
+    deployment: DeploymentState | None
+    replicas: int  # the spec's replica count
+    crash_loop: str | None  # why pods of the desired revision crash-loop, if they do
+    probe_passed: bool | None  # None: no probe configured, or not run yet
+    probe_threshold: int
+    gateway_has_key: bool  # gateway pods mount the desired external key
+    auto_rollback: bool
+    generation: int
+    now: datetime.datetime
+    grace_seconds: float
+    history_limit: int
+
+
+EngineAction = Literal["apply", "scale-to-zero", "keep", "delete"]
+StageState = Literal["Serving", "RollingOut", "Blocked", "Unavailable", "Failed", "RolledBack"]
+
+
+@dataclass
+class RolloutStep:
+    engine: EngineAction
+    engine_revision: ComponentRevision | None  # the template to apply (apply / scale-to-zero)
+    route: ComponentRevision | None  # where the gateway sends this stage; None = nowhere
+    status: ComponentStatus
+    state: StageState
+    reason: str
+    message: str
+    events: list[EventSpec] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def _summary(rev: ComponentRevision | None) -> str:
+    if rev is None:
+        return "-"
+    if rev.provider == "internal":
+        return f"internal {rev.model}@{rev.model_version}"
+    ext = rev.external or {}
+    vendor = ext.get("vendor", "?")
+    return f"external {vendor}:{ext['model']}" if ext.get("model") else f"external {vendor}"
+
+
+def _record(
+    rev: ComponentRevision,
+    result: Literal["Serving", "Superseded", "Failed"],
+    now: datetime.datetime,
+    reason: str | None = None,
+) -> RevisionRecord:
+    return RevisionRecord(
+        revision=revision_of(rev),
+        provider=rev.provider,
+        model_version=rev.model_version,
+        result=result,
+        reason=reason,
+        at=now,
+    )
+
+
+def _history(status: ComponentStatus, record: RevisionRecord, limit: int) -> list[RevisionRecord]:
+    """Newest first; a new Serving record supersedes the previous one."""
+    older = [
+        r.model_copy(update={"result": "Superseded"})
+        if record.result == "Serving" and r.result == "Serving"
+        else r
+        for r in status.history
+        if r.revision != record.revision or r.result == "Failed"
+    ]
+    return [record, *older][:limit]
+
+
+def _with_serving(
+    status: ComponentStatus, route: ComponentRevision | None, ready_replicas: int
+) -> ComponentStatus:
+    return status.model_copy(
+        update={
+            "provider": route.provider if route else None,
+            "model": route.model if route else None,
+            "model_version": route.model_version if route else None,
+            "revision": revision_of(route) if route else None,
+            "serving": _summary(route),
+            "ready_replicas": ready_replicas,
+        }
+    )
+
+
+def _serve_last_good(
+    inp: RolloutInput, status: ComponentStatus
+) -> tuple[EngineAction, ComponentRevision | None]:
+    """Engine action that keeps last_good serving."""
+    good = status.last_good
+    if good is not None and good.provider == "internal":
+        return "apply", good
+    return "keep", None
+
+
+def _retire_scaled_down(
+    inp: RolloutInput, status: ComponentStatus
+) -> tuple[EngineAction, ComponentStatus, float | None]:
+    """An internal engine kept at zero after a switch to external: delete it after the grace
+    period or at the next spec change."""
+    if status.scaled_down_at is None:
+        return "keep", status, None
+    waited = (inp.now - status.scaled_down_at).total_seconds()
+    if waited >= inp.grace_seconds or status.scaled_down_generation != inp.generation:
+        return (
+            "delete",
+            status.model_copy(update={"scaled_down_at": None, "scaled_down_generation": None}),
+            None,
+        )
+    return "keep", status, inp.grace_seconds - waited
+
+
+def next_rollout_step(inp: RolloutInput) -> RolloutStep:
+    status = inp.status
+    good = status.last_good
+    ready = inp.deployment.ready_replicas if inp.deployment else 0
+
+    if isinstance(inp.desired, Blocked):
+        engine, engine_rev = _serve_last_good(inp, status)
+        status = status.model_copy(update={"desired_revision": None})
+        return RolloutStep(
+            engine,
+            engine_rev,
+            good,
+            _with_serving(status, good, ready),
+            "Blocked",
+            inp.desired.reason,
+            inp.desired.message,
+        )
+
+    desired = inp.desired
+    rev = revision_of(desired)
+    status = status.model_copy(update={"desired_revision": rev})
+    failed = status.failed
+    if failed and (failed.revision != rev or failed.generation != inp.generation):
+        failed = None  # the spec changed since: the new revision gets its chance
+        status = status.model_copy(update={"failed": None, "probe_failures": 0})
+
+    if good is not None and rev == status.last_good_revision:
+        return _steady(inp, status, desired, rev, ready)
+    if failed is not None:
+        return _stay_failed(inp, status, failed, desired, ready)
+    if desired.provider == "external":
+        return _switch_to_external(inp, status, desired, rev, ready)
+    return _roll_out_internal(inp, status, desired, rev, ready)
+
+
+def _steady(
+    inp: RolloutInput, status: ComponentStatus, desired: ComponentRevision, rev: str, ready: int
+) -> RolloutStep:
+    status = status.model_copy(update={"failed": None, "probe_failures": 0})
+    if desired.provider == "external":
+        engine, status, again = _retire_scaled_down(inp, status)
+        return RolloutStep(
+            engine,
+            None,
+            desired,
+            _with_serving(status, desired, 0),
+            "Serving",
+            "Serving",
+            f"{inp.component} is served by {_summary(desired)}",
+            requeue_after=again,
+        )
+    dep = inp.deployment
+    if dep is not None and dep.rolled_out(rev) and (inp.replicas == 0 or ready > 0):
+        state: StageState = "Serving"
+        reason, message = "Serving", f"{inp.component} is served by {_summary(desired)}"
+    else:
+        state, reason = "Unavailable", "EngineUnavailable"
+        message = f"{inp.component} engine has {ready}/{inp.replicas} ready pods"
+    return RolloutStep(
+        "apply", desired, desired, _with_serving(status, desired, ready), state, reason, message
+    )
+
+
+def _stay_failed(
+    inp: RolloutInput,
+    status: ComponentStatus,
+    failed: FailedRollout,
+    desired: ComponentRevision,
+    ready: int,
+) -> RolloutStep:
+    good = status.last_good
+    if failed.rolled_back:
+        engine, engine_rev = _serve_last_good(inp, status)
+        if good is not None and good.provider == "external" and desired.provider == "internal":
+            engine, engine_rev = "scale-to-zero", desired
+        return RolloutStep(
+            engine,
+            engine_rev,
+            good,
+            _with_serving(status, good, ready),
+            "RolledBack",
+            failed.reason,
+            f"revision {failed.revision} failed ({failed.message}); rolled back "
+            f"to {status.last_good_revision}",
+        )
+    # autoRollback off: leave the failed rollout where it stopped; old pods keep serving.
+    return RolloutStep(
+        "apply",
+        desired,
+        good,
+        _with_serving(status, good, ready),
+        "Failed",
+        failed.reason,
+        f"revision {failed.revision} failed ({failed.message}); autoRollback "
+        "is off, so it stays as it is",
+    )
+
+
+def _succeed(
+    inp: RolloutInput,
+    status: ComponentStatus,
+    desired: ComponentRevision,
+    rev: str,
+    ready: int,
+    engine: EngineAction,
+    engine_rev: ComponentRevision | None,
+    extra: dict | None = None,
+) -> RolloutStep:
+    previous = status.last_good
+    status = status.model_copy(
+        update={
+            "last_good": desired,
+            "last_good_revision": rev,
+            "failed": None,
+            "probe_failures": 0,
+            "history": _history(status, _record(desired, "Serving", inp.now), inp.history_limit),
+            **(extra or {}),
+        }
+    )
+    events = [
+        EventSpec(
+            "Normal",
+            "RolloutSucceeded",
+            f"{inp.component} revision {rev} is serving: {_summary(desired)}",
+        )
+    ]
+    if previous is None or previous.provider != desired.provider:
+        events.append(
+            EventSpec(
+                "Normal",
+                "RouteSwitched",
+                f"{inp.component} route: {_summary(previous)} -> {_summary(desired)}",
+            )
+        )
+    return RolloutStep(
+        engine,
+        engine_rev,
+        desired,
+        _with_serving(status, desired, ready),
+        "Serving",
+        "Serving",
+        f"{inp.component} is served by {_summary(desired)}",
+        events,
+    )
+
+
+def _switch_to_external(
+    inp: RolloutInput, status: ComponentStatus, desired: ComponentRevision, rev: str, ready: int
+) -> RolloutStep:
+    good = status.last_good
+    if not inp.gateway_has_key:
+        engine, engine_rev = _serve_last_good(inp, status)
+        return RolloutStep(
+            engine,
+            engine_rev,
+            good,
+            _with_serving(status, good, ready),
+            "RollingOut",
+            "WaitingForGateway",
+            f"waiting for the gateway to mount the {inp.component} API key",
+        )
+    # Route first, then scale the internal engine to zero (kept for a fast switch back).
+    if good is not None and good.provider == "internal":
+        extra = {"scaled_down_at": inp.now, "scaled_down_generation": inp.generation}
+        step = _succeed(inp, status, desired, rev, 0, "scale-to-zero", good, extra)
+        step.requeue_after = inp.grace_seconds
+        return step
+    return _succeed(inp, status, desired, rev, 0, "keep", None)
+
+
+def _roll_out_internal(
+    inp: RolloutInput, status: ComponentStatus, desired: ComponentRevision, rev: str, ready: int
+) -> RolloutStep:
+    good = status.last_good
+    dep = inp.deployment
+    rolled_out = dep is not None and dep.rolled_out(rev)
+    failure: tuple[str, str] | None = None
+    if dep is not None and dep.template_revision == rev and dep.deadline_exceeded:
+        failure = (
+            "ProgressDeadlineExceeded",
+            f"pods of revision {rev} did not become ready in time",
+        )
+    elif inp.crash_loop:
+        failure = ("CrashLoop", inp.crash_loop)
+    elif rolled_out and inp.probe_passed is False:
+        failures = status.probe_failures + 1
+        status = status.model_copy(update={"probe_failures": failures})
+        if failures >= inp.probe_threshold:
+            failure = ("ProbeFailed", f"the rollout probe failed {failures} times")
+    if failure is not None:
+        return _fail(inp, status, desired, rev, ready, *failure)
+    if rolled_out and inp.probe_passed is not False:
+        extra = {"scaled_down_at": None, "scaled_down_generation": None}
+        return _succeed(inp, status, desired, rev, ready, "apply", desired, extra)
+    step = RolloutStep(
+        "apply",
+        desired,
+        good,
+        _with_serving(status, good, ready),
+        "RollingOut",
+        "RollingOut",
+        f"rolling out {inp.component} revision {rev} ({_summary(desired)})",
+    )
+    if rolled_out:  # waiting for the probe's next attempt
+        step.requeue_after = 5.0
+    if inp.status.desired_revision != rev:
+        step.events.append(
+            EventSpec(
+                "Normal",
+                "RolloutStarted",
+                f"{inp.component}: {_summary(good)} -> {_summary(desired)} (revision {rev})",
+            )
+        )
+    return step
+
+
+def _fail(
+    inp: RolloutInput,
+    status: ComponentStatus,
+    desired: ComponentRevision,
+    rev: str,
+    ready: int,
+    reason: str,
+    message: str,
+) -> RolloutStep:
+    good = status.last_good
+    roll_back = inp.auto_rollback and good is not None
+    failed = FailedRollout(
+        revision=rev,
+        generation=inp.generation,
+        reason=reason,
+        message=message,
+        rolled_back=roll_back,
+        at=inp.now,
+    )
+    status = status.model_copy(
+        update={
+            "failed": failed,
+            "history": _history(
+                status, _record(desired, "Failed", inp.now, reason), inp.history_limit
+            ),
+        }
+    )
+    step = _stay_failed(inp, status, failed, desired, ready)
+    if roll_back:
+        step.events.append(
+            EventSpec(
+                "Warning",
+                "RolledBack",
+                f"{inp.component} revision {rev} failed: {reason}: {message}; rolled back to "
+                f"revision {status.last_good_revision} ({_summary(good)})",
+            )
+        )
+    else:
+        why = "autoRollback is off" if good is not None else "there is no earlier revision"
+        step.events.append(
+            EventSpec(
+                "Warning",
+                "RolloutFailed",
+                f"{inp.component} revision {rev} failed: {reason}: "
+                f"{message}; not rolled back ({why})",
+            )
+        )
+    return step
