@@ -62,13 +62,16 @@ def build_engine_app(
     load: Callable[[], Any],
     describe: Callable[[], dict[str, Any]],
     unload: Callable[[], None] | None = None,
+    single_stream: bool = False,
 ) -> FastAPI:
-    """load runs on a worker thread at startup and must leave the model warmed up; describe
-    says what is loaded, for /ready."""
+    """load runs on an inference worker at startup and must leave the model warmed up;
+    describe says what is loaded, for /ready. single_stream: the backend decodes one
+    request at a time (its calls serialize on a lock), so one worker thread serves it
+    whatever ENGINE_MAX_CONCURRENCY says, and every call comes from that same thread."""
     lifecycle = ModelLifecycle()
     executor = BoundedExecutor(
         title,
-        settings.engine_max_concurrency,
+        1 if single_stream else settings.engine_max_concurrency,
         settings.engine_max_queue,
         settings.engine_queue_timeout,
         settings.engine_retry_after,
@@ -77,7 +80,7 @@ def build_engine_app(
     async def load_model() -> None:
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(load)
+            await executor.run_unqueued(load)
         except Exception as exc:
             lifecycle.status, lifecycle.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("model failed to load", extra={"engine": title})

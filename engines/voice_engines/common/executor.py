@@ -193,5 +193,12 @@ class BoundedExecutor:
         finally:
             job.abandon()
 
+    async def run_unqueued(self, fn: Callable[[], T]) -> T:
+        """Runs start-up work (model load, warm-up) on a worker thread, outside admission.
+        On the workers themselves because libraries that thread through OpenMP keep one
+        thread team per calling thread: loading on another thread would leave a second
+        team spinning beside the one inference uses."""
+        return await asyncio.wrap_future(self._pool.submit(contextvars.copy_context().run, fn))
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

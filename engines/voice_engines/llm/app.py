@@ -101,6 +101,7 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
         route_metrics={path: requests for path in ("/generate", "/chat", "/v1/chat/completions")},
         load=engine.load,
         describe=engine.describe,
+        single_stream=settings.llm_backend == "llamacpp",
     )
 
     def count(input_n: int, output_n: int) -> None:

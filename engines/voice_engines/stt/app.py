@@ -94,6 +94,7 @@ def create_app(settings: SttSettings | None = None) -> FastAPI:
         route_metrics={"/transcribe": requests, "/v1/audio/transcriptions": requests},
         load=engine.load,
         describe=engine.describe,
+        single_stream=settings.stt_backend == "whispercpp",
     )
 
     async def transcribe(
