@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,12 @@ from enginekit import (
     SENTENCES,
     EngineProcess,
     OllamaServer,
+    Spoken,
     build_ollama,
     ct2_whisper,
     piper_voice,
     smollm2_gguf,
 )
-
-
-@dataclass(frozen=True)
-class Spoken:
-    text: str
-    wav: bytes  # as Piper made it: 22.05 kHz mono 16-bit
 
 
 @pytest.fixture(scope="session")

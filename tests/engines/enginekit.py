@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,10 @@ SENTENCES = [
 ]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("VOICE_OPERATOR_CACHE") or Path.home() / ".cache/voice-operator")
+@dataclass(frozen=True)
+class Spoken:
+    text: str
+    wav: bytes  # as Piper made it: 22.05 kHz mono 16-bit
 
 
 def package_dir(name: str) -> Path:

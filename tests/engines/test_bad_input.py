@@ -9,8 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import Spoken
-from enginekit import EngineProcess
+from enginekit import EngineProcess, Spoken
 
 pytestmark = pytest.mark.engines
 

@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import Spoken
-from enginekit import EngineProcess, ThreadServer, piper_voice
+from enginekit import EngineProcess, Spoken, ThreadServer, piper_voice
 
 pytestmark = pytest.mark.engines
 

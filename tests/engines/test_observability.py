@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Spoken
-from enginekit import EngineProcess, piper_voice
+from enginekit import EngineProcess, Spoken, piper_voice
 
 pytestmark = pytest.mark.engines
 

@@ -6,8 +6,7 @@ import io
 
 import pytest
 import soundfile as sf
-from conftest import Spoken
-from enginekit import EngineProcess
+from enginekit import EngineProcess, Spoken
 from openai import OpenAI
 
 pytestmark = pytest.mark.engines

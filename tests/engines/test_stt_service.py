@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from conftest import Spoken
-from enginekit import EngineProcess
+from enginekit import EngineProcess, Spoken
 
 pytestmark = pytest.mark.engines
 
