@@ -309,7 +309,7 @@ def _succeed(
             f"{inp.component} revision {rev} is serving: {_summary(desired)}",
         )
     ]
-    if previous is None or previous.provider != desired.provider:
+    if previous is not None and previous.provider != desired.provider:
         events.append(
             EventSpec(
                 "Normal",
@@ -358,7 +358,13 @@ def _roll_out_internal(
 ) -> RolloutStep:
     good = status.last_good
     dep = inp.deployment
-    rolled_out = dep is not None and dep.rolled_out(rev)
+    # A Deployment still at zero from a switch to external is "rolled out" but serves
+    # nothing: the route may only move once a pod of the revision is available.
+    rolled_out = (
+        dep is not None
+        and dep.rolled_out(rev)
+        and (inp.replicas == 0 or dep.available_replicas > 0)
+    )
     failure: tuple[str, str] | None = None
     if dep is not None and dep.template_revision == rev and dep.deadline_exceeded:
         failure = (

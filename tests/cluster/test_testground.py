@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from testground import NEVER_READY, Cluster, kwok_placement
+from testground import CRASH_LOOP, NEVER_READY, Cluster, kwok_placement
 
 pytestmark = pytest.mark.cluster
 
@@ -72,6 +72,36 @@ def test_pods_with_the_failing_annotation_exceed_the_progress_deadline(
         for p in pods["items"]
         for c in p["status"]["conditions"]
         if c["type"] == "Ready"
+    )
+
+
+def test_engine_pods_of_a_never_ready_model_version_stay_unready(cluster: Cluster, namespace: str):
+    broken = deployment("model", deadline=10)
+    broken["spec"]["template"]["metadata"]["labels"]["voiceops.dev/model-version"] = "never-ready"
+    cluster.apply({**broken, "metadata": {"name": "model", "namespace": namespace}})
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.conditions[?(@.type=="
+        "'Progressing')].reason}=ProgressDeadlineExceeded",
+        "deployment/model",
+        "--timeout=90s",
+    )
+
+
+def test_pods_annotated_crash_loop_crash(cluster: Cluster, namespace: str):
+    crashing = deployment("crashing", annotations={CRASH_LOOP: "true"})
+    cluster.apply({**crashing, "metadata": {"name": "crashing", "namespace": namespace}})
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}=CrashLoopBackOff",
+        "pod",
+        "-l",
+        "app=crashing",
+        "--timeout=60s",
     )
 
 

@@ -13,6 +13,7 @@ PART_OF = "voice-operator"
 LABEL_ASSET = "voiceops.dev/asset"
 LABEL_VERSION = "voiceops.dev/version"
 LABEL_AGENT = "voiceops.dev/agent"
+LABEL_MODEL_VERSION = "voiceops.dev/model-version"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_REVISION = "voiceops.dev/revision"
@@ -53,9 +54,21 @@ def labels(name: str, instance: str, component: str, **extra: str) -> dict[str, 
     }
 
 
+def canonical(value: Any) -> Any:
+    """The value as the apiserver will give it back."""
+    # The apiserver stores 1.0 as 1: a value read back from status must hash the same.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def short_hash(value: Any, length: int = 10) -> str:
-    """A stable hash of any JSON-able value (key order does not matter)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    """A stable hash of any JSON-able value (key order and 1 vs 1.0 do not matter)."""
+    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

@@ -12,7 +12,9 @@ from voice_operator.render import render
 from voice_operator.render.meta import (
     ANNOTATION_REVISION,
     LABEL_AGENT,
+    LABEL_MODEL_VERSION,
     Owner,
+    canonical,
     labels,
     restricted_container_security,
     restricted_pod_security,
@@ -180,9 +182,11 @@ def desired_engine_deployment(
                 "probes": False,
             }
         )
+    meta = _meta(agent, component, "voice-engine")
     return render(
         "deployment",
-        **_meta(agent, component, "voice-engine"),
+        **meta,
+        pod_labels={**meta["labels"], LABEL_MODEL_VERSION: rev.model_version or ""},
         annotations={ANNOTATION_REVISION: revision},
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
@@ -255,7 +259,7 @@ def desired_routes(agent: Agent, routes: dict[str, ComponentRevision | None]) ->
     return render(
         "configmap",
         **_meta(agent, "routes", "voice-gateway"),
-        data={ROUTES_FILE: json.dumps(document, indent=2, sort_keys=True)},
+        data={ROUTES_FILE: json.dumps(canonical(document), indent=2, sort_keys=True)},
     )
 
 
@@ -306,9 +310,11 @@ def desired_gateway_deployment(
         "probes": True,
         "startup_failure_threshold": 24,
     }
+    meta = _meta(agent, "gateway", "voice-gateway")
     return render(
         "deployment",
-        **_meta(agent, "gateway", "voice-gateway"),
+        **meta,
+        pod_labels=meta["labels"],
         annotations={},
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,

@@ -1,0 +1,500 @@
+"""Rollouts and automatic rollbacks on the real control plane (kwok makes pods Ready, or
+not): model version bumps, provider switches both ways, failures, manual rollback, and
+the operator stopped and restarted in the middle of each."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import (
+    Operator,
+    ServedModel,
+    condition,
+    make_ready_asset,
+    wait_for,
+)
+from kubernetes import client, watch
+from testground import Cluster
+
+from voice_operator.kube import Kube
+
+pytestmark = pytest.mark.cluster
+
+EXTERNAL_LLM = {
+    "provider": "external",
+    "external": {
+        "vendor": "groq",
+        "model": "llama-3.1-8b-instant",
+        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
+    },
+}
+
+
+def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -> dict:
+    spec = {
+        "stt": {"provider": "internal", "model": "whisper"},
+        "llm": {"provider": "internal", "model": "smollm"},
+        "tts": {"provider": "internal", "model": "joe"},
+        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": auto_rollback},
+    }
+    spec.update(stages)
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "VoiceAgent",
+        "metadata": {"name": "support", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Setup:
+    cluster: Cluster
+    kube: Kube
+    namespace: str
+    operator: Operator
+    models: dict[str, ServedModel]
+    volume: Path
+
+    def agent(self) -> dict:
+        obj = self.kube.get("VoiceAgent", "support", self.namespace)
+        assert obj is not None
+        return obj
+
+    def stage(self, component: str) -> dict:
+        return self.agent()["status"]["components"][component]
+
+    def wait(self, what: str, check, timeout: float = 90) -> dict:
+        def current():
+            obj = self.agent()
+            fresh = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+            return obj if fresh and check(obj) else None
+
+        return wait_for(what, current, timeout)
+
+    def wait_condition(
+        self, type_: str, status: str, reason: str | None = None, timeout: float = 90
+    ) -> dict:
+        return self.wait(
+            f"{type_}={status} {reason or ''}",
+            lambda o: (
+                condition(o, type_).get("status") == status
+                and (reason is None or condition(o, type_).get("reason") == reason)
+            ),
+            timeout,
+        )
+
+    def bump(self, asset: str, version: str) -> None:
+        make_ready_asset(
+            self.cluster,
+            self.kube,
+            self.namespace,
+            asset,
+            self.models,
+            self.volume,
+            version=version,
+        )
+
+    def routes(self) -> dict:
+        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
+        assert cm is not None
+        return json.loads(cm["data"]["routes.json"])["stages"]
+
+    def template_revision(self, component: str) -> str:
+        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
+        assert d is not None
+        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
+
+    def events(self, reason: str) -> list[dict]:
+        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
+        return [e for e in json.loads(out)["items"] if e["reason"] == reason]
+
+
+@pytest.fixture
+def serving(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    operator: Operator,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+    request,
+) -> Setup:
+    """Three Ready assets and a Ready agent (autoRollback as the test's marker says)."""
+    setup = Setup(cluster, kube, namespace, operator, model_server, tmp_path)
+    for name in ("whisper", "smollm", "joe"):
+        make_ready_asset(cluster, kube, namespace, name, model_server, tmp_path)
+    auto = not request.node.get_closest_marker("no_auto_rollback")
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "groq", "namespace": namespace},
+            "data": {"api-key": base64.b64encode(b"gsk-test").decode()},
+        }
+    )
+    cluster.apply(agent_manifest(namespace, auto_rollback=auto))
+    setup.wait_condition("Ready", "True")
+    return setup
+
+
+@dataclass
+class Recorder:
+    """Every change of the routes ConfigMap and one engine Deployment, in the order etcd
+    committed them (resourceVersions of one cluster are etcd revisions: comparable)."""
+
+    namespace: str
+    deployment: str
+    changes: list[tuple[int, str, dict]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def _watch(self, lister, kind: str, name: str) -> None:
+        since = None  # resume where the last watch ended, so no change is missed
+        while not self.stop.is_set():
+            stream = watch.Watch().stream(
+                lister,
+                namespace=self.namespace,
+                field_selector=f"metadata.name={name}",
+                resource_version=since,
+                timeout_seconds=2,
+            )
+            for event in stream:
+                obj = event["object"]
+                since = obj.metadata.resource_version
+                rv = int(since)
+                if kind == "routes":
+                    llm = json.loads(obj.data["routes.json"])["stages"]["llm"]
+                    self.changes.append((rv, kind, {"provider": llm and llm["provider"]}))
+                else:
+                    self.changes.append(
+                        (
+                            rv,
+                            kind,
+                            {
+                                "event": event["type"],
+                                "replicas": obj.spec.replicas,
+                                "available": obj.status.available_replicas or 0,
+                                "generation": obj.metadata.generation,
+                                "observed": obj.status.observed_generation,
+                            },
+                        )
+                    )
+
+    def first(self, kind: str, after: int = 0, **match) -> int:
+        """The first change of `kind` after revision `after` whose fields match."""
+        for rv, k, data in sorted(self.changes, key=lambda c: c[:2]):
+            if (
+                rv > after
+                and k == kind
+                and all(data.get(key) == value for key, value in match.items())
+            ):
+                return rv
+        raise AssertionError(f"no {kind} change with {match}: {sorted(self.changes)}")
+
+    def flips(self) -> list[str]:
+        """The llm route's provider each time it changed."""
+        seen: list[str] = []
+        for _, kind, data in sorted(set((c[0], c[1], json.dumps(c[2])) for c in self.changes)):
+            provider = json.loads(data).get("provider")
+            if kind == "routes" and (not seen or seen[-1] != provider):
+                seen.append(provider)
+        return seen
+
+
+@pytest.fixture
+def recorder(serving: Setup) -> Iterator[Recorder]:
+    core = client.CoreV1Api(client.ApiClient.get_default() if False else _api(serving))
+    apps = client.AppsV1Api(core.api_client)
+    rec = Recorder(serving.namespace, "support-llm")
+    threads = [
+        threading.Thread(
+            target=rec._watch,
+            args=(core.list_namespaced_config_map, "routes", "support-routes"),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=rec._watch,
+            args=(apps.list_namespaced_deployment, "deployment", "support-llm"),
+            daemon=True,
+        ),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    yield rec
+    rec.stop.set()
+    for t in threads:
+        t.join(5)
+
+
+def _api(setup: Setup) -> client.ApiClient:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(setup.cluster.kubeconfig))
+
+
+def test_version_bump_rolls_out_and_keeps_the_old_version(serving: Setup):
+    before = serving.stage("stt")
+    serving.bump("whisper", "v2")
+    obj = serving.wait(
+        "stt serving v2", lambda o: o["status"]["components"]["stt"]["modelVersion"] == "v2"
+    )
+    stt = obj["status"]["components"]["stt"]
+    assert stt["revision"] == stt["lastGoodRevision"] != before["revision"]
+    assert serving.template_revision("stt") == stt["revision"]
+    assert condition(obj, "Ready")["status"] == "True"
+    serving.wait_condition("Progressing", "False", "Stable")
+    assert condition(serving.agent(), "Degraded")["status"] == "False"
+    asset = serving.kube.get("ModelAsset", "whisper", serving.namespace)
+    assert [v["version"] for v in asset["status"]["versions"]] == ["v2", "v1"]
+    assert [h["result"] for h in stt["history"][:2]] == ["Serving", "Superseded"]
+    assert serving.events("RolloutSucceeded")
+
+
+def test_failed_version_bump_rolls_back_and_is_not_retried(serving: Setup):
+    spec_before = serving.agent()["spec"]
+    good = serving.stage("stt")
+    routes_before = serving.kube.get("ConfigMap", "support-routes", serving.namespace)
+
+    serving.bump("whisper", "never-ready")  # a version whose pods never become ready
+    obj = serving.wait_condition("RolledBack", "True", "ProgressDeadlineExceeded", timeout=120)
+    assert condition(obj, "Degraded")["status"] == "True"
+    assert condition(obj, "Degraded")["reason"] == "ProgressDeadlineExceeded"
+    assert good["revision"] in condition(obj, "RolledBack")["message"]
+    stt = obj["status"]["components"]["stt"]
+    assert stt["revision"] == good["revision"]
+    assert stt["modelVersion"] == "v1"
+    assert stt["failed"]["rolledBack"] is True
+    assert serving.template_revision("stt") == good["revision"]
+    routes_after = serving.kube.get("ConfigMap", "support-routes", serving.namespace)
+    assert (
+        routes_after["metadata"]["resourceVersion"] == routes_before["metadata"]["resourceVersion"]
+    )
+    [warning] = serving.events("RolledBack")
+    assert warning["type"] == "Warning"
+    assert "ProgressDeadlineExceeded" in warning["message"]
+
+    # The user's spec is untouched, and we never wrote anything but status.
+    after = serving.agent()
+    assert after["spec"] == spec_before
+    managers = {
+        (m["manager"], m.get("subresource", "")) for m in after["metadata"]["managedFields"]
+    }
+    assert ("voice-operator", "") not in managers
+
+    # Not retried: the rolled-back template stays through more reconciles.
+    generation = serving.kube.get("Deployment", "support-stt", serving.namespace)["metadata"][
+        "generation"
+    ]
+    time.sleep(5)
+    assert (
+        serving.kube.get("Deployment", "support-stt", serving.namespace)["metadata"]["generation"]
+        == generation
+    )
+
+    # Manual rollback: the asset back to v1 is immediate (no download) and heals.
+    jobs_before = {j["metadata"]["name"] for j in serving.kube.list("Job", serving.namespace)}
+    serving.cluster.apply(
+        {
+            **serving.kube.get("ModelAsset", "whisper", serving.namespace),
+            "metadata": {"name": "whisper", "namespace": serving.namespace},
+            "status": None,
+        }
+        | {
+            "spec": {
+                **serving.kube.get("ModelAsset", "whisper", serving.namespace)["spec"],
+                "version": "v1",
+            }
+        }
+    )
+    healed = serving.wait_condition("Degraded", "False")
+    assert condition(healed, "RolledBack")["status"] == "False"
+    assert healed["status"]["components"]["stt"]["revision"] == good["revision"]
+    new_jobs = {
+        j["metadata"]["name"]
+        for j in serving.kube.list("Job", serving.namespace)
+        if j["metadata"]["labels"].get("app.kubernetes.io/component") == "fetch"
+    }
+    assert not new_jobs - jobs_before
+
+
+def test_crash_looping_revision_rolls_back(serving: Setup):
+    good = serving.stage("tts")
+    serving.cluster.apply(
+        agent_manifest(
+            serving.namespace,
+            tts={
+                "provider": "internal",
+                "model": "joe",
+                "podAnnotations": {"testground.voiceops.dev/crash-loop": "true"},
+            },
+        )
+    )
+    obj = serving.wait_condition("RolledBack", "True", "CrashLoop")
+    assert "restarted 5 times" in condition(obj, "RolledBack")["message"]
+    assert obj["status"]["components"]["tts"]["revision"] == good["revision"]
+    assert serving.template_revision("tts") == good["revision"]
+
+
+@pytest.mark.no_auto_rollback
+def test_without_auto_rollback_the_failure_stays_and_old_pods_serve(serving: Setup):
+    good = serving.stage("stt")
+    serving.bump("whisper", "never-ready")
+    obj = serving.wait_condition("Degraded", "True", "ProgressDeadlineExceeded", timeout=120)
+    assert condition(obj, "RolledBack")["status"] == "False"
+    assert "autoRollback is off" in condition(obj, "Degraded")["message"]
+    stt = obj["status"]["components"]["stt"]
+    assert stt["failed"]["rolledBack"] is False
+    # The failed template stays; maxUnavailable 0 keeps the old pod serving.
+    assert serving.template_revision("stt") == stt["desiredRevision"] != good["revision"]
+    deployment = serving.kube.get("Deployment", "support-stt", serving.namespace)
+    assert deployment["status"]["readyReplicas"] == 1
+    assert stt["revision"] == good["revision"]
+    assert serving.events("RolloutFailed")
+
+
+def test_provider_switch_both_ways_in_a_safe_order(serving: Setup, recorder: Recorder):
+    # internal -> external: the route flips first, then the engine goes to zero (kept).
+    serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
+    obj = serving.wait(
+        "llm external", lambda o: o["status"]["components"]["llm"]["provider"] == "external"
+    )
+    wait_for(
+        "engine scaled to zero",
+        lambda: (
+            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
+            == 0
+        ),
+    )
+    assert condition(obj, "Ready")["status"] == "True"
+    flip = recorder.first("routes", provider="external")
+    zero = recorder.first("deployment", replicas=0)
+    assert flip < zero, sorted(recorder.changes, key=lambda c: c[:2])
+
+    # external -> internal: the engine is up and available first, then the route flips.
+    serving.cluster.apply(agent_manifest(serving.namespace))
+    serving.wait(
+        "llm internal", lambda o: o["status"]["components"]["llm"]["provider"] == "internal"
+    )
+    available = recorder.first("deployment", after=zero, replicas=1, available=1)
+    back = recorder.first("routes", after=flip, provider="internal")
+    assert zero < available < back, sorted(recorder.changes, key=lambda c: c[:2])
+    assert recorder.flips() == ["internal", "external", "internal"]
+    serving.wait_condition("Ready", "True")
+
+
+def test_scaled_down_engine_is_removed_at_the_next_change(serving: Setup):
+    serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
+    serving.wait(
+        "llm external", lambda o: o["status"]["components"]["llm"]["provider"] == "external"
+    )
+    assert serving.kube.get("Deployment", "support-llm", serving.namespace) is not None
+    # Any later edit of the spec ends the fast-switch-back window.
+    serving.cluster.apply(
+        agent_manifest(serving.namespace, llm=EXTERNAL_LLM, gateway={"replicas": 2})
+    )
+    wait_for(
+        "the idle engine deleted",
+        lambda: serving.kube.get("Deployment", "support-llm", serving.namespace) is None,
+    )
+
+
+def test_restart_mid_download_reaches_the_same_end_state(serving: Setup):
+    serving.cluster.apply({**_asset_with_version(serving, "whisper", "v2")})
+    job = wait_for(
+        "v2 download Job",
+        lambda: [
+            j
+            for j in serving.kube.list(
+                "Job", serving.namespace, labels={"voiceops.dev/asset": "whisper"}
+            )
+            if j["metadata"]["labels"].get("voiceops.dev/version") == "v2"
+        ],
+    )[0]
+    serving.operator.stop()
+    from conftest import run_fetch_job
+
+    assert run_fetch_job(job, serving.volume, serving.cluster.kubeconfig).returncode == 0
+    serving.operator.start()
+    obj = serving.wait(
+        "stt on v2",
+        lambda o: (
+            o["status"]["components"]["stt"]["modelVersion"] == "v2"
+            and condition(o, "Ready")["status"] == "True"
+        ),
+    )
+    assert obj["status"]["components"]["stt"]["lastGoodRevision"] == serving.template_revision(
+        "stt"
+    )
+
+
+def test_restart_mid_rolling_update_reaches_the_same_end_state(serving: Setup):
+    good = serving.stage("stt")["revision"]
+    serving.bump("whisper", "v2")
+    wait_for(
+        "template changed", lambda: serving.template_revision("stt") != good, timeout=30, poll=0.05
+    )
+    serving.operator.stop()
+    serving.operator.start()
+    obj = serving.wait(
+        "stt on v2",
+        lambda o: (
+            o["status"]["components"]["stt"]["modelVersion"] == "v2"
+            and condition(o, "Ready")["status"] == "True"
+        ),
+    )
+    stt = obj["status"]["components"]["stt"]
+    assert [h["result"] for h in stt["history"]].count("Serving") == 1
+    replica_sets = json.loads(
+        serving.cluster.kubectl(
+            "get",
+            "replicasets",
+            "-n",
+            serving.namespace,
+            "-l",
+            "app.kubernetes.io/component=stt",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert sum(rs["spec"]["replicas"] for rs in replica_sets) == 1  # no orphaned pods
+
+
+def test_restart_between_route_flip_and_scale_down(serving: Setup, recorder: Recorder):
+    serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
+    wait_for("route flipped", lambda: serving.routes()["llm"]["provider"] == "external", poll=0.02)
+    serving.operator.stop()
+    serving.operator.start()
+    serving.wait(
+        "llm external",
+        lambda o: (
+            o["status"]["components"]["llm"]["provider"] == "external"
+            and condition(o, "Ready")["status"] == "True"
+        ),
+    )
+    wait_for(
+        "engine at zero",
+        lambda: (
+            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
+            == 0
+        ),
+    )
+    time.sleep(2)
+    assert recorder.flips() == ["internal", "external"]  # no double flip
+    assert len(serving.events("RouteSwitched")) == 1
+
+
+def _asset_with_version(setup: Setup, name: str, version: str) -> dict:
+    current = setup.kube.get("ModelAsset", name, setup.namespace)
+    return {
+        "apiVersion": current["apiVersion"],
+        "kind": "ModelAsset",
+        "metadata": {"name": name, "namespace": setup.namespace},
+        "spec": {**current["spec"], "version": version},
+    }
