@@ -247,3 +247,35 @@ def make_ready_asset(
         return obj if (obj or {}).get("status", {}).get("currentVersion") == version else None
 
     return wait_for(f"{name} {version} Ready", ready)
+
+
+@pytest.fixture(autouse=True)
+def capture_statuses(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With VOICE_TEST_CAPTURE_DIR set, keep every ModelAsset and VoiceAgent a test leaves
+    behind (spec + status as the apiserver stored them): real statuses for the Argo CD
+    health-check tests."""
+    target = os.environ.get("VOICE_TEST_CAPTURE_DIR")
+    # Asked for now, so the namespace is torn down after this fixture reads it.
+    namespace = (
+        request.getfixturevalue("namespace")
+        if target and "namespace" in request.fixturenames
+        else None
+    )
+    yield
+    if not target or namespace is None:
+        return
+    kube = Kube()
+    folder = Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("ModelAsset", "VoiceAgent"):
+        for obj in kube.list(kind, namespace):
+            meta = obj["metadata"]
+            kept = {
+                "apiVersion": obj["apiVersion"],
+                "kind": kind,
+                "metadata": {"name": meta["name"], "generation": meta.get("generation")},
+                "spec": obj.get("spec"),
+                "status": obj.get("status"),
+            }
+            name = f"{request.node.name}--{kind.lower()}-{meta['name']}.json"
+            (folder / name).write_text(json.dumps(kept, indent=2, sort_keys=True))

@@ -328,7 +328,8 @@ def _finish(
         observed_generation=gen,
     )
     after = {k: v for k, v in obs.status.items() if k == "downloads"}
-    after.update(new.wire())
+    # status.downloads is the fetchers' to write; the operator only removes pruned versions.
+    after.update({k: v for k, v in new.wire().items() if k != "downloads"})
     if pruned and "downloads" in after:
         # Leave fetcher reports alone, except for versions that no longer exist.
         after["downloads"] = {k: v for k, v in after["downloads"].items() if k not in pruned}

@@ -153,7 +153,12 @@ def _conditions(
 ) -> list[Condition]:
     gen, now = obs.generation, obs.now
     conditions = status.conditions
-    not_serving = [(c, s) for c, s in steps.items() if not _stage_serves(s)]
+    # What needs the user's attention first, then what is merely on its way.
+    urgency = {"Failed": 0, "Blocked": 0, "RolledBack": 0, "Unavailable": 1, "RollingOut": 2}
+    not_serving = sorted(
+        ((c, s) for c, s in steps.items() if not _stage_serves(s)),
+        key=lambda cs: urgency.get(cs[1].state, 3),
+    )
     if not_serving:
         c, s = not_serving[0]
         conditions = set_condition(
@@ -174,10 +179,10 @@ def _conditions(
             conditions, "Ready", "True", "Serving", "every stage and the gateway serve", gen, now
         )
 
-    moving = _first(steps, {"RollingOut"}) or next(
+    moving = next(
         ((c, s) for c, s in steps.items() if s.state == "Blocked" and s.reason == "ModelNotReady"),
         None,
-    )
+    ) or _first(steps, {"RollingOut"})
     if moving:
         c, s = moving
         conditions = set_condition(

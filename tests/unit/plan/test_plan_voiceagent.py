@@ -1,0 +1,184 @@
+"""The VoiceAgent plan: children in a safe order, conditions, keys only by reference."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from voice_operator.plan.revisions import SecretPresence
+from voice_operator.plan.voiceagent import AgentObservation, plan_voice_agent
+from voice_operator.render.meta import Owner
+from voice_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+NOW = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
+OWNER = Owner("VoiceAgent", "support", "voice", "uid-9")
+SETTINGS = OperatorSettings()
+FORMATS = {
+    "whisper": ("stt", "ggml", "model.bin"),
+    "smollm": ("llm", "gguf", "m.gguf"),
+    "joe": ("tts", "onnx", "joe.onnx"),
+}
+
+
+def asset(name: str, version: str = "v1") -> dict:
+    engine, fmt, main = FORMATS[name]
+    return {
+        "spec": {
+            "engine": engine,
+            "format": fmt,
+            "version": version,
+            "files": [{"url": "https://h/f", "sha256": "a" * 64, "path": main}]
+            + (
+                [{"url": "https://h/j", "sha256": "b" * 64, "path": main + ".json"}]
+                if fmt == "onnx"
+                else []
+            ),
+            "storage": {"size": "1Gi"},
+        },
+        "status": {
+            "currentVersion": version,
+            "claimName": f"{name}-models",
+            "versions": [
+                {"version": version, "path": f"/{name}/{version}", "mainFile": main, "format": fmt}
+            ],
+        },
+    }
+
+
+def spec(**stages) -> dict:
+    s = {"stt": {"model": "whisper"}, "llm": {"model": "smollm"}, "tts": {"model": "joe"}}
+    s.update(stages)
+    return s
+
+
+def observe(
+    s: dict,
+    status: dict | None = None,
+    *,
+    assets=None,
+    secrets=None,
+    deployments=None,
+    autoscaled=frozenset(),
+) -> AgentObservation:
+    return AgentObservation(
+        owner=OWNER,
+        generation=1,
+        spec=s,
+        status=status or {},
+        assets=assets if assets is not None else {n: asset(n) for n in FORMATS},
+        secrets=secrets or {},
+        deployments=deployments or {},
+        pods=[],
+        autoscaled=autoscaled,
+        probes={},
+        now=NOW,
+    )
+
+
+def names(plan) -> list[str]:
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in plan.apply]
+
+
+def test_a_new_agent_gets_engines_then_routes_then_the_gateway():
+    p = plan_voice_agent(observe(spec()), SETTINGS)
+    assert names(p) == [
+        "Deployment/support-stt",
+        "Service/support-stt",
+        "Deployment/support-llm",
+        "Service/support-llm",
+        "Deployment/support-tts",
+        "Service/support-tts",
+        "ConfigMap/support-routes",
+        "Deployment/support-gateway",
+        "Service/support-gateway",
+    ]
+    routes = json.loads(p.apply[6]["data"]["routes.json"])
+    assert routes["stages"] == {"stt": None, "llm": None, "tts": None}  # nothing is up yet
+    ready = p.status_patch["status"]["conditions"][0]
+    assert (ready["type"], ready["status"]) == ("Ready", "False")
+
+
+def test_engine_env_comes_from_the_asset_version_and_the_settings():
+    p = plan_voice_agent(
+        observe(
+            spec(
+                llm={
+                    "model": "smollm",
+                    "settings": {
+                        "maxTokens": 64,
+                        "systemPrompt": "Be brief: answer in one line.\nNo lists.",
+                    },
+                }
+            )
+        ),
+        SETTINGS,
+    )
+    llm = p.apply[2]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in llm["env"]}
+    assert env["LLM_BACKEND"] == "llamacpp"
+    assert env["LLM_MODEL_PATH"] == "/models/smollm/v1/m.gguf"
+    assert env["LLM_MAX_TOKENS"] == "64"
+    # A colon and a newline in a value survive the template intact.
+    assert env["LLM_SYSTEM_PROMPT"] == "Be brief: answer in one line.\nNo lists."
+
+
+def test_autoscaled_deployments_get_no_replicas_from_us():
+    p = plan_voice_agent(observe(spec(), autoscaled=frozenset({"support-llm"})), SETTINGS)
+    deployments = {o["metadata"]["name"]: o for o in p.apply if o["kind"] == "Deployment"}
+    assert "replicas" not in deployments["support-llm"]["spec"]
+    assert deployments["support-stt"]["spec"]["replicas"] == 1
+
+
+def test_missing_asset_is_progressing_and_a_wrong_one_is_degraded():
+    p = plan_voice_agent(
+        observe(spec(), assets={"whisper": asset("whisper"), "joe": asset("joe")}), SETTINGS
+    )
+    conditions = {c["type"]: c for c in p.status_patch["status"]["conditions"]}
+    assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == (
+        "True",
+        "ModelNotReady",
+    )
+    assert conditions["Degraded"]["status"] == "False"
+    assert "Deployment/support-llm" not in names(p)
+
+    p = plan_voice_agent(observe(spec(stt={"model": "smollm"})), SETTINGS)
+    conditions = {c["type"]: c for c in p.status_patch["status"]["conditions"]}
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == (
+        "True",
+        "ModelKindMismatch",
+    )
+
+
+def test_external_stage_key_is_mounted_by_reference_only():
+    external = {
+        "provider": "external",
+        "external": {"vendor": "deepgram", "apiKeySecretRef": {"name": "dg", "key": "token"}},
+    }
+    p = plan_voice_agent(
+        observe(spec(stt=external), secrets={"dg": SecretPresence(True, frozenset({"token"}))}),
+        SETTINGS,
+    )
+    assert "Deployment/support-stt" not in names(p)
+    gateway = next(o for o in p.apply if o["metadata"]["name"] == "support-gateway")
+    keys = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys")
+    assert keys["projected"]["sources"][0]["secret"] == {
+        "name": "dg",
+        "optional": True,
+        "items": [{"key": "token", "path": "stt/api-key"}],
+    }
+    # The gateway has not rolled out the mount yet: the route waits for it.
+    routes = json.loads(next(o for o in p.apply if o["kind"] == "ConfigMap")["data"]["routes.json"])
+    assert routes["stages"]["stt"] is None
+
+
+def test_invalid_spec_is_reported_without_touching_children():
+    p = plan_voice_agent(observe(spec(stt={"provider": "internal"})), SETTINGS)
+    assert p.apply == []
+    degraded = p.status_patch["status"]["conditions"][0]
+    assert (degraded["reason"], degraded["message"]) == (
+        "InvalidSpec",
+        "spec.stt: an internal provider needs model (a ModelAsset name)",
+    )
