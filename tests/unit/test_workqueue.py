@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 
 import pytest
 
@@ -25,9 +26,10 @@ async def running(queue: WorkQueue):
             await task
 
 
-async def until(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def until(predicate, limit: float = 2.0) -> None:
+    """Poll a condition the reconciles change (they have no event of their own to await)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
 
@@ -83,7 +85,7 @@ async def test_failures_are_retried_with_growing_backoff_then_reset():
     async with running(queue):
         queue.add(A)
         await until(lambda: len(times) == 4)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.02
     assert gaps[1] >= 0.04
     assert gaps[2] >= 0.08

@@ -4,6 +4,7 @@ template holding structure only; every value is computed in Python and rendered 
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
@@ -11,9 +12,18 @@ import jinja2
 import yaml
 
 
+def _dumps(value: Any, **kwargs: Any) -> str:
+    def refuse(obj: Any) -> Any:
+        if isinstance(obj, jinja2.Undefined):
+            obj._fail_with_undefined_error()  # names the missing value
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=refuse, **kwargs)
+
+
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("voice_operator.render", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -21,6 +31,9 @@ def _environment() -> jinja2.Environment:
         autoescape=False,  # YAML, not HTML; values are escaped by tojson
         keep_trailing_newline=True,
     )
+    # tojson would otherwise call a missing value "not JSON serializable".
+    env.policies["json.dumps_function"] = _dumps
+    return env
 
 
 def render(template: str, **values: Any) -> dict[str, Any]:
