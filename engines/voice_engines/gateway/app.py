@@ -1,0 +1,203 @@
+"""The gateway service: POST /v1/turn, WebSocket /v1/stream, GET /v1/routes; plus
+/health, /ready and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from voice_engines.common.body_limit import BodySizeLimitMiddleware
+from voice_engines.common.correlation import CorrelationIdMiddleware
+from voice_engines.common.errors import ApiError, error_response, install_error_handlers
+from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware, metrics_response
+from voice_engines.gateway.audio import normalize_upload, pcm_seconds, pcm_to_wav
+from voice_engines.gateway.keys import Secrets
+from voice_engines.gateway.metrics import GatewayMetrics
+from voice_engines.gateway.pipeline import Pipeline, Utterance
+from voice_engines.gateway.routes import Routes, RoutesWatcher
+from voice_engines.gateway.sessions import SessionStore, checked_session_id
+from voice_engines.gateway.settings import GatewaySettings
+from voice_engines.gateway.stages import Stages
+from voice_engines.gateway.streaming import serve_stream
+
+log = logging.getLogger(__name__)
+
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_OPTIONS = ("session_id", "language", "sample_rate")
+
+
+def _sample_rate(value: str | None, default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        rate = int(value)  # type: ignore[arg-type]
+    except ValueError:
+        rate = 0
+    if not 8000 <= rate <= 48000:
+        raise ApiError(
+            422, "invalid_request", "sample_rate must be 8000-48000 Hz", field="sample_rate"
+        )
+    return rate
+
+
+async def _read_turn_request(request: Request) -> tuple[bytes, dict[str, str | None]]:
+    """The audio and the options, from a multipart form (file, session_id, language,
+    sample_rate) or from a raw audio body with the options in the query."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=16)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(
+                422, "invalid_request", "the form needs a file field with the audio", field="file"
+            )
+        data = await upload.read()
+        options = {
+            k: v
+            for k in ("session_id", "language", "sample_rate")
+            if isinstance(v := form.get(k), str)
+        }
+        return data, dict(options)
+    if content_type.startswith("audio/") or content_type == "application/octet-stream":
+        options = {
+            k: request.query_params.get(k) for k in ("session_id", "language", "sample_rate")
+        }
+        return await request.body(), options
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send multipart/form-data with the audio in a file field, or the audio itself "
+        "(Content-Type audio/wav, audio/flac, ...)",
+    )
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, settings.gateway_agent)
+    requests = RequestMetrics(registry, "gateway_http", "Gateway HTTP")
+    secrets = Secrets()
+    watcher = RoutesWatcher(
+        settings.gateway_routes_path, settings.gateway_routes_poll_seconds, metrics.routes_changed
+    )
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        follow_redirects=False,
+    )
+    sessions = SessionStore(
+        settings.gateway_max_sessions, settings.gateway_history_turns, settings.gateway_session_ttl
+    )
+    pipeline = Pipeline(settings, Stages(settings, client, secrets, metrics), sessions, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(watcher.check)
+        watching = asyncio.create_task(watcher.run())
+        try:
+            yield
+        finally:
+            watching.cancel()
+            await client.aclose()
+
+    app = FastAPI(title="voice-gateway", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.secrets = secrets
+    app.state.watcher = watcher
+    app.state.pipeline = pipeline
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(RouteMetricsMiddleware, routes={"/v1/turn": requests})
+    app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
+
+    def current_routes() -> Routes:
+        routes = watcher.current
+        if routes is None:
+            raise ApiError(
+                503,
+                "no_routes",
+                f"the gateway has no valid routes yet: {watcher.error or 'not read yet'}",
+                headers={"Retry-After": "1"},
+            )
+        return routes
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        try:
+            routes = current_routes()
+        except ApiError as exc:
+            return error_response(exc)
+        return JSONResponse(
+            {"status": "ready", "generation": watcher.generation, "routes": routes.summary()}
+        )
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return metrics_response(registry)
+
+    @app.get("/v1/routes")
+    async def routes_endpoint() -> Response:
+        routes = watcher.current
+        return JSONResponse(
+            {
+                "generation": watcher.generation,
+                "error": watcher.error,
+                "routes": routes.summary() if routes else None,
+            }
+        )
+
+    @app.post("/v1/turn")
+    async def turn(request: Request) -> Response:
+        # Taken once: a reload while this turn runs does not move it.
+        routes = current_routes()
+        outcome = "ok"
+        try:
+            data, options = await _read_turn_request(request)
+            session_id = checked_session_id(options.get("session_id"))
+            rate = _sample_rate(options.get("sample_rate"), settings.gateway_sample_rate)
+            language = options.get("language") or None
+            wav, seconds = await asyncio.to_thread(
+                normalize_upload, data, settings.gateway_max_audio_seconds
+            )
+            report, pcm = await pipeline.turn(
+                routes, Utterance(wav, seconds, language, rate, session_id)
+            )
+        except ApiError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "aborted"
+            raise
+        finally:
+            metrics.turns.labels(metrics.agent, "turn", outcome).inc()
+        audio = await asyncio.to_thread(pcm_to_wav, pcm, rate)
+        body: dict[str, Any] = {
+            **report.as_json(),
+            "audio": {
+                "format": "wav",
+                "sample_rate": rate,
+                "seconds": round(pcm_seconds(len(pcm), rate), 3),
+                "base64": base64.b64encode(audio).decode("ascii"),
+            },
+        }
+        return JSONResponse(body)
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await serve_stream(websocket, pipeline, watcher)
+
+    return app

@@ -1,0 +1,56 @@
+"""Cuts a stream of LLM tokens into sentences for speech, as early as it can be sure.
+
+A sentence ends at . ! ? (or a line break) followed by white space; until the next
+character arrives, "3." may still become "3.5" and "Mr." is not an end at all. A clause
+that runs on past `max_chars` is cut at its last comma or semicolon, so one long
+sentence does not hold back the first audio."""
+
+from __future__ import annotations
+
+import re
+
+_END = re.compile(r"""[.!?…]+["')\]]*\s+|\n+""")
+_CLAUSE = re.compile(r"[,;:]\s+")
+# Abbreviations whose period ends no sentence (lower-cased, without the period).
+ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx"}
+)
+
+
+class SentenceSplitter:
+    def __init__(self, max_chars: int = 160) -> None:
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        """The sentences completed by this piece of text."""
+        self._buffer += text
+        out: list[str] = []
+        start = 0
+        for match in _END.finditer(self._buffer):
+            candidate = self._buffer[start : match.end()]
+            if self._ends_in_abbreviation(self._buffer[start : match.start() + 1]):
+                continue
+            if candidate.strip():
+                out.append(candidate.strip())
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        if len(self._buffer) > self.max_chars:
+            cuts = list(_CLAUSE.finditer(self._buffer))
+            if cuts:
+                cut = cuts[-1].end()
+                out.append(self._buffer[:cut].strip())
+                self._buffer = self._buffer[cut:]
+        return out
+
+    def flush(self) -> str | None:
+        """Whatever is left when the stream ends."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest or None
+
+    @staticmethod
+    def _ends_in_abbreviation(text: str) -> bool:
+        if not text.endswith("."):
+            return False
+        words = text[:-1].split()
+        return bool(words) and words[-1].lower() in ABBREVIATIONS

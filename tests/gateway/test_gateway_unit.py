@@ -1,0 +1,275 @@
+"""Pure parts of the gateway: the routes format, the sentence splitter, the circuit
+breaker, retry decisions, vendor error bodies, key scrubbing, PCM resampling."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from voice_engines.gateway.adapters.base import ProviderError
+from voice_engines.gateway.adapters.http import error_text, parse_retry_after
+from voice_engines.gateway.audio import PcmResampler
+from voice_engines.gateway.breaker import CircuitBreaker
+from voice_engines.gateway.keys import RedactingFilter, Secrets
+from voice_engines.gateway.routes import RoutesError, llm_settings, parse_routes
+from voice_engines.gateway.sentences import SentenceSplitter
+
+pytestmark = pytest.mark.unit
+
+# The operator's format, as issue and contract show it.
+OPERATOR_ROUTES = {
+    "agent": "support",
+    "namespace": "voice",
+    "stages": {
+        "stt": {
+            "provider": "internal",
+            "url": "http://support-stt.voice.svc:8080",
+            "revision": "3f2a9c01de",
+            "model": "whisper",
+            "modelVersion": "v2",
+            "settings": {"threads": 2, "temperature": 0, "language": "en"},
+        },
+        "llm": {
+            "provider": "external",
+            "vendor": "groq",
+            "model": "llama-3.1-8b-instant",
+            "url": None,
+            "voice": None,
+            "apiKeyFile": "/var/run/secrets/voiceops/llm/api-key",
+            "revision": "9b1c",
+            "settings": {
+                "maxTokens": 256,
+                "temperature": 0.7,
+                "contextSize": 2048,
+                "systemPrompt": None,
+            },
+        },
+        "tts": {
+            "provider": "internal",
+            "url": "http://support-tts.voice.svc:8080",
+            "revision": "77aa",
+            "model": "joe",
+            "modelVersion": "v1",
+            "settings": {"speed": 1},
+        },
+    },
+}
+
+
+def test_operator_routes_parse() -> None:
+    routes = parse_routes(json.dumps(OPERATOR_ROUTES, indent=2, sort_keys=True))
+    llm = routes.route("llm")
+    assert llm is not None
+    assert (llm.name, llm.revision, llm.api_key_file) == (
+        "groq",
+        "9b1c",
+        "/var/run/secrets/voiceops/llm/api-key",
+    )
+    assert llm_settings(llm).max_tokens == 256
+    assert routes.route("stt").name == "internal"  # type: ignore[union-attr]
+    # Keys' whereabouts stay out of what /v1/routes shows.
+    assert "api-key" not in json.dumps(routes.summary())
+
+
+def test_null_and_missing_stages_have_no_route() -> None:
+    routes = parse_routes(json.dumps({"agent": "a", "stages": {"stt": None}}))
+    assert routes.route("stt") is None
+    assert routes.route("tts") is None
+
+
+def test_optional_fields_parse() -> None:
+    document = json.loads(json.dumps(OPERATOR_ROUTES))
+    document["stages"]["stt"]["fallback"] = {
+        "provider": "external",
+        "vendor": "deepgram",
+        "apiKeyEnv": "DEEPGRAM_KEY",
+        "revision": "fb1",
+    }
+    document["stages"]["stt"]["someFutureField"] = {"x": 1}
+    stt = parse_routes(json.dumps(document)).route("stt")
+    assert stt is not None and stt.fallback is not None
+    assert [r.name for r in stt.candidates()] == ["internal", "deepgram"]
+    assert stt.fallback.api_key_env == "DEEPGRAM_KEY"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d["stages"]["llm"].update(vendor="elevenlabs"), "vendor 'elevenlabs'"),
+        (lambda d: d["stages"]["stt"].pop("url"), "needs url"),
+        (lambda d: d["stages"]["tts"].update(provider="magic"), "provider"),
+        (lambda d: d["stages"]["llm"]["settings"].update(temperature=9), "temperature"),
+        (lambda d: d["stages"].update(vision={"provider": "internal"}), "vision"),
+        (
+            lambda d: d["stages"]["stt"].update(
+                fallback={
+                    "provider": "internal",
+                    "url": "http://a:1",
+                    "fallback": {"provider": "internal", "url": "http://b:1"},
+                }
+            ),
+            "fallback of its own",
+        ),
+    ],
+)
+def test_invalid_routes_name_the_problem(change: object, problem: str) -> None:
+    document = json.loads(json.dumps(OPERATOR_ROUTES))
+    change(document)  # type: ignore[operator]
+    with pytest.raises(RoutesError, match=problem):
+        parse_routes(json.dumps(document))
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '"routes"'])
+def test_routes_that_are_not_an_object(text: str) -> None:
+    with pytest.raises(RoutesError):
+        parse_routes(text)
+
+
+def split_stream(text: str, piece: int) -> list[str]:
+    splitter = SentenceSplitter()
+    out: list[str] = []
+    for i in range(0, len(text), piece):
+        out += splitter.feed(text[i : i + piece])
+    rest = splitter.flush()
+    return out + ([rest] if rest else [])
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 1000])
+def test_sentences_come_out_whole_however_the_tokens_fall(piece: int) -> None:
+    text = "Hello there! It costs 3.50 dollars, Mr. Smith. Is that fine?\nYes. Bye"
+    assert split_stream(text, piece) == [
+        "Hello there!",
+        "It costs 3.50 dollars, Mr. Smith.",
+        "Is that fine?",
+        "Yes.",
+        "Bye",
+    ]
+
+
+def test_a_sentence_is_only_final_once_the_next_character_arrives() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("It is 3.") == []
+    assert splitter.feed("5 degrees. ") == ["It is 3.5 degrees."]
+
+
+def test_a_long_clause_is_cut_at_a_comma() -> None:
+    splitter = SentenceSplitter(max_chars=40)
+    out = splitter.feed("When the sun goes down over the quiet hills, the birds sing and ")
+    assert out == ["When the sun goes down over the quiet hills,"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, reset_s=10, clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    breaker.success()  # a success in between starts the count again
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    assert breaker.retry_after() == pytest.approx(10)
+    clock.now += 10
+    assert breaker.allow()  # the one trial call
+    assert not breaker.allow()  # others wait for its verdict
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+def test_a_failed_trial_reopens_the_circuit() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, reset_s=5, clock=clock)
+    breaker.allow()
+    breaker.failure()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.failure()
+    assert breaker.state == "open" and breaker.retry_after() == pytest.approx(5)
+
+
+def test_a_trial_without_a_verdict_lets_the_next_call_try() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, reset_s=1, clock=clock)
+    breaker.allow()
+    breaker.failure()
+    clock.now += 1
+    assert breaker.allow()
+    breaker.release()
+    assert breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "retry"),
+    [
+        (ProviderError("rate_limited", "", retry_after=1), False, True),
+        (ProviderError("rate_limited", "", retry_after=30), True, False),
+        (ProviderError("unavailable", "", status=503), True, True),
+        (ProviderError("unavailable", "", status=503), False, False),
+        (ProviderError("unavailable", "", sent=False), False, True),
+        (ProviderError("timeout", ""), True, True),
+        (ProviderError("auth", "", status=401), True, False),
+        (ProviderError("rejected", "", status=400), True, False),
+    ],
+)
+def test_what_is_retried(error: ProviderError, idempotent: bool, retry: bool) -> None:
+    assert error.retryable(idempotent, max_wait=2.0) is retry
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"error": {"message": "bad key", "type": "x"}}', "bad key"),
+        (
+            b'{"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}',
+            "Invalid credentials.",
+        ),
+        (b'{"detail": {"status": "quota_exceeded", "message": "no quota"}}', "no quota"),
+        (b'{"detail": [{"loc": ["body", "text"]}]}', '[{"loc": ["body", "text"]}]'),
+        (b"upstream connect error", "upstream connect error"),
+        (b"", "(empty body)"),
+    ],
+)
+def test_vendor_error_bodies(body: bytes, text: str) -> None:
+    assert error_text(body) == text
+
+
+def test_keys_are_scrubbed_from_log_records(tmp_path: object) -> None:
+    secrets = Secrets()
+    key_file = __import__("pathlib").Path(str(tmp_path)) / "api-key"
+    key_file.write_text("sk-very-secret-123\n")
+    assert secrets.read(str(key_file), None) == "sk-very-secret-123"
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "vendor said %s", ("sk-very-secret-123 is wrong",), None
+    )
+    RedactingFilter(secrets).filter(record)
+    assert record.getMessage() == "vendor said [redacted] is wrong"
+
+
+def test_pcm_resampler_keeps_samples_whole_across_odd_chunks() -> None:
+    pcm = (np.sin(np.arange(24_000) / 10) * 10_000).astype("<i2").tobytes()
+    same = PcmResampler(24_000, 24_000)
+    out = b"".join(same.feed(pcm[i : i + 777]) for i in range(0, len(pcm), 777)) + same.flush()
+    assert out == pcm
+    down = PcmResampler(24_000, 16_000)
+    out = b"".join(down.feed(pcm[i : i + 777]) for i in range(0, len(pcm), 777)) + down.flush()
+    assert len(out) % 2 == 0
+    assert abs(len(out) // 2 - 16_000) <= 16
