@@ -33,6 +33,15 @@ def openai() -> Iterator[tuple[OpenAI, ThreadServer]]:
 
 
 @pytest.fixture(scope="session")
+def groq() -> Iterator[tuple[OpenAI, ThreadServer]]:
+    """Groq speaks OpenAI's format under /openai/v1; a server of its own, so the two
+    vendors' keys and failures stay apart."""
+    vendor = OpenAI("gsk-key-unset")
+    with ThreadServer(vendor.app()) as server:
+        yield vendor, server
+
+
+@pytest.fixture(scope="session")
 def elevenlabs() -> Iterator[tuple[ElevenLabs, ThreadServer]]:
     vendor = ElevenLabs("xi-key-unset")
     with ThreadServer(vendor.app()) as server:

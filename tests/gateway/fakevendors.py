@@ -54,11 +54,13 @@ class FakeVendor:
         self.key = key
         self.requests: list[Seen] = []
         self._script: deque[str] = deque()
+        self._only = "/"
         self.lock = threading.Lock()
 
-    def script(self, *behaviours: str) -> None:
+    def script(self, *behaviours: str, only: str = "/") -> None:
+        """The next requests' behaviours, for requests whose path starts with only."""
         with self.lock:
-            self._script = deque(behaviours)
+            self._script, self._only = deque(behaviours), only
 
     def reset(self, key: str | None = None) -> None:
         with self.lock:
@@ -67,9 +69,11 @@ class FakeVendor:
             if key is not None:
                 self.key = key
 
-    def next_behaviour(self) -> str:
+    def next_behaviour(self, path: str) -> str:
         with self.lock:
-            return self._script.popleft() if self._script else "ok"
+            if self._script and path.startswith(self._only):
+                return self._script.popleft()
+            return "ok"
 
     async def record(self, request: Request) -> Seen:
         body = await request.body()
@@ -136,7 +140,7 @@ class Deepgram(FakeVendor):
         errors = self.errors(presented)
         if scheme != "Token" or presented != self.key:
             return JSONResponse(errors[401], status_code=401)
-        if failed := await self.failure(self.next_behaviour(), errors):
+        if failed := await self.failure(self.next_behaviour(request.url.path), errors):
             return failed
         try:
             samples, rate = sf.read(io.BytesIO(seen.body))
@@ -212,7 +216,7 @@ class OpenAI(FakeVendor):
         errors = self.errors(presented)
         if scheme != "Bearer" or presented != self.key:
             return seen, JSONResponse(errors[401], status_code=401)
-        return seen, await self.failure(self.next_behaviour(), errors)
+        return seen, await self.failure(self.next_behaviour(request.url.path), errors)
 
     async def chat(self, request: Request) -> Response:
         seen, failed = await self._gate(request)
@@ -362,7 +366,7 @@ class ElevenLabs(FakeVendor):
         errors = self.errors(seen.headers.get("xi-api-key", ""))
         if seen.headers.get("xi-api-key") != self.key:
             return JSONResponse(errors[401], status_code=401)
-        if failed := await self.failure(self.next_behaviour(), errors):
+        if failed := await self.failure(self.next_behaviour(request.url.path), errors):
             return failed
         body = seen.json()
         fmt = seen.query.get("output_format", "mp3_44100_128")

@@ -84,17 +84,19 @@ class Gateway:
         return int(httpx.get(f"{self.url}/v1/routes", timeout=5).json()["generation"])
 
     def apply(self, routes: dict[str, Any] | str, expect_change: bool = True) -> int:
-        """Writes the routes and waits until the gateway applied them (or rejected them:
-        expect_change False waits for the error to show)."""
+        """Writes the routes and waits until the gateway applied them (expect_change
+        False: until it rejected them)."""
         before = self.generation()
+        rejected = self.metric("gateway_routes_reloads_total", result="rejected")
         self.configmap.write(routes)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            state = httpx.get(f"{self.url}/v1/routes", timeout=5).json()
-            if expect_change and state["generation"] > before:
-                return int(state["generation"])
-            if not expect_change and state["error"]:
-                return int(state["generation"])
+            if expect_change and self.generation() > before:
+                return before + 1
+            if not expect_change and (
+                self.metric("gateway_routes_reloads_total", result="rejected") > rejected
+            ):
+                return before
             time.sleep(0.05)
         raise TimeoutError("the gateway did not pick up the routes")
 

@@ -24,7 +24,7 @@ from voice_engines.gateway.adapters.base import (
 from voice_engines.gateway.breaker import CircuitBreaker
 from voice_engines.gateway.keys import Secrets
 from voice_engines.gateway.metrics import GatewayMetrics
-from voice_engines.gateway.routes import Routes, Stage, StageRoute, llm_settings
+from voice_engines.gateway.routes import Routes, Stage, StageRoute, llm_settings, stt_settings
 from voice_engines.gateway.settings import GatewaySettings
 
 T = TypeVar("T")
@@ -109,7 +109,8 @@ class Stages:
     ) -> tuple[StageRoute, Transcript]:
         async def one(route: StageRoute) -> AsyncIterator[Transcript]:
             stt = adapters.speech_to_text(self.context("stt"), route)
-            yield await stt.transcribe(wav, language)
+            # The client's language, else the route's.
+            yield await stt.transcribe(wav, language or stt_settings(route).language)
 
         route, results = await self._open("stt", routes, one)
         found = [transcript async for transcript in results]
