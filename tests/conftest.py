@@ -14,6 +14,11 @@ from testground import Cluster, open_cluster
 from testground.storage import Provisioner
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked after_the_tier judge what the whole run did: they go last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_the_tier") is not None)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The control plane. Failing to start it fails the tests that need it, loudly."""

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 import kopf
+import prometheus_client
 
 import voice_operator.controllers.handlers  # noqa: F401  (registers the handlers)
 
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="kopf peering name for several replicas (default: standalone)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="port of the operator's Prometheus metrics (0: none)",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -35,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,

@@ -50,17 +50,57 @@ def kube(cluster: Cluster) -> Kube:
     return Kube()
 
 
-class Operator:
-    """The operator in this process, watching one namespace; stop() and start() again to
-    test what a restart does."""
+OPERATOR_NAMESPACE = "voice-system"
+OPERATOR_ACCOUNT = "voice-operator"
 
-    def __init__(self, namespace: str) -> None:
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The identity the Helm chart gives the operator: its ServiceAccount and RBAC rules,
+    rendered from charts/voice-operator and applied. Every operator in these tests runs as
+    it, so a permission the chart lacks fails a test."""
+    rendered = cluster.helm(
+        "template",
+        "voice-operator",
+        str(REPO / "charts" / "voice-operator"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    cluster.kubectl(
+        "wait",
+        "--for=create",
+        f"serviceaccount/{OPERATOR_ACCOUNT}",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--timeout=30s",
+    )
+    return cluster.token_kubeconfig(
+        OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, tmp_path_factory.mktemp("operator") / "kubeconfig"
+    )
+
+
+class Operator:
+    """The operator in this process, watching one namespace as the chart's ServiceAccount;
+    stop() and start() again to test what a restart does."""
+
+    def __init__(self, namespace: str, kubeconfig: Path) -> None:
         self.namespace = namespace
+        self.kubeconfig = kubeconfig
         self.runner: KopfRunner | None = None
         self.outputs: list[str] = []
 
     def start(self) -> Operator:
         assert self.runner is None
+        # kopf and the operator's client read $KUBECONFIG when they log in (and again on
+        # re-login), so it stays the operator's while it runs; test code uses explicit
+        # admin credentials.
+        os.environ["KUBECONFIG"] = str(self.kubeconfig)
         self.runner = KopfRunner(
             [
                 "run",
@@ -98,12 +138,15 @@ def operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def operator(namespace: str, operator_settings: None) -> Iterator[Operator]:
-    op = Operator(namespace).start()
+def operator(
+    namespace: str, operator_settings: None, operator_kubeconfig: Path, cluster: Cluster
+) -> Iterator[Operator]:
+    op = Operator(namespace, operator_kubeconfig).start()
     try:
         yield op
     finally:
         op.stop()
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
 
 
 def _digest(path: Path) -> str:
@@ -151,10 +194,16 @@ def model_server() -> Iterator[dict[str, ServedModel]]:
         }
 
 
-def run_fetch_job(job: dict, volume: Path, kubeconfig: Path) -> subprocess.CompletedProcess:
+def run_fetch_job(job: dict, volume: Path, cluster: Cluster) -> subprocess.CompletedProcess:
     """Run `voice-fetch` with the Job's own command and environment; its /models is
-    `volume`, and it reports through the API as it would from the pod."""
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    `volume`, and it reports through the API as the Job's ServiceAccount, as from the pod."""
+    pod = job["spec"]["template"]["spec"]
+    kubeconfig = cluster.token_kubeconfig(
+        pod["serviceAccountName"],
+        job["metadata"]["namespace"],
+        volume / f".{job['metadata']['name']}.kubeconfig",
+    )
+    container = pod["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["FETCH_DEST"] = str(volume) + env["FETCH_DEST"].removeprefix("/models")
     env.update(PATH=os.environ["PATH"], KUBECONFIG=str(kubeconfig), FETCH_REPORT_INTERVAL="0.5")
@@ -237,9 +286,7 @@ def make_ready_asset(
         ]
         return jobs[0] if jobs else None
 
-    result = run_fetch_job(
-        wait_for(f"{name} {version} download Job", job), volume, cluster.kubeconfig
-    )
+    result = run_fetch_job(wait_for(f"{name} {version} download Job", job), volume, cluster)
     assert result.returncode == 0, result.stderr
 
     def ready():
@@ -264,7 +311,7 @@ def capture_statuses(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if not target or namespace is None:
         return
-    kube = Kube()
+    kube = request.getfixturevalue("kube")
     folder = Path(target)
     folder.mkdir(parents=True, exist_ok=True)
     for kind in ("ModelAsset", "VoiceAgent"):

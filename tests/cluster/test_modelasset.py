@@ -73,7 +73,7 @@ def download(
     kube: Kube, cluster: Cluster, namespace: str, version: str, volume: Path, not_named: str = ""
 ):
     job = fetch_job(kube, namespace, version, not_named)
-    return run_fetch_job(job, volume, cluster.kubeconfig)
+    return run_fetch_job(job, volume, cluster)
 
 
 def test_create_gives_a_volume_and_a_job_then_ready_with_versions(
@@ -155,7 +155,7 @@ def test_version_bump_downloads_beside_the_old_one(
     assert bumped["status"]["currentVersion"] == "v1"
     assert condition(bumped, "Ready")["status"] == "False"
 
-    assert run_fetch_job(job, tmp_path, cluster.kubeconfig).returncode == 0
+    assert run_fetch_job(job, tmp_path, cluster).returncode == 0
     status = wait_ready(kube, namespace, "v2")["status"]
     assert [v["version"] for v in status["versions"]] == ["v2", "v1"]
     assert (tmp_path / "joe" / "v1" / "joe.onnx").exists()
@@ -187,7 +187,7 @@ def test_failed_download_keeps_the_current_version(
     broken["spec"]["files"][0]["sha256"] = "0" * 64
     cluster.apply(broken)
     broken_job = fetch_job(kube, namespace, "v2")
-    result = run_fetch_job(broken_job, tmp_path, cluster.kubeconfig)
+    result = run_fetch_job(broken_job, tmp_path, cluster)
     assert result.returncode == 3, result.stderr  # checksum mismatch: no retry helps
 
     def failed():

@@ -209,7 +209,7 @@ class Recorder:
 
 @pytest.fixture
 def recorder(serving: Setup) -> Iterator[Recorder]:
-    core = client.CoreV1Api(client.ApiClient.get_default() if False else _api(serving))
+    core = client.CoreV1Api(_api(serving))
     apps = client.AppsV1Api(core.api_client)
     rec = Recorder(serving.namespace, "support-llm")
     threads = [
@@ -420,7 +420,7 @@ def test_restart_mid_download_reaches_the_same_end_state(serving: Setup):
     serving.operator.stop()
     from conftest import run_fetch_job
 
-    assert run_fetch_job(job, serving.volume, serving.cluster.kubeconfig).returncode == 0
+    assert run_fetch_job(job, serving.volume, serving.cluster).returncode == 0
     serving.operator.start()
     obj = serving.wait(
         "stt on v2",

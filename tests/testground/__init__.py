@@ -61,6 +61,46 @@ class Cluster:
             input=yaml.safe_dump_all(objects),
         ).stdout
 
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result)
+        return result
+
+    def token_kubeconfig(self, service_account: str, namespace: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount (a fresh bound token)."""
+        token = self.kubectl(
+            "create", "token", service_account, "-n", namespace, "--duration=6h"
+        ).stdout.strip()
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        user = f"{namespace}/{service_account}"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "testground", "cluster": cluster}],
+                    "users": [{"name": user, "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "sa", "context": {"cluster": "testground", "user": user}}
+                    ],
+                    "current-context": "sa",
+                }
+            )
+        )
+        return path
+
+    @property
+    def audit_log(self) -> Path | None:
+        return self.plane.audit_log if self.plane else None
+
     def install_crds(self) -> None:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
         self.kubectl(

@@ -34,8 +34,20 @@ PROGRAMS = (
     "kube-scheduler",
     "kwok",
     "kubectl",
+    "helm",
 )
 SERVICE_CIDR = "10.0.0.0/24"
+# Every request a ServiceAccount makes, at Metadata level: the least-privilege tests compare
+# what the operator's identity used with what its chart grants.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 
 
 def find_binaries() -> Path:
@@ -44,7 +56,7 @@ def find_binaries() -> Path:
     if assets and all((Path(assets) / p).exists() for p in PROGRAMS):
         return Path(assets)
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "etcd", "kubernetes", "kwok"],
+        ["bash", str(BUILD_SCRIPT), "etcd", "kubernetes", "kwok", "helm"],
         check=False,
         capture_output=True,
         text=True,
@@ -93,6 +105,10 @@ class ControlPlane:
     kubeconfig_path: Path | None = None
     server: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
 
     def _bin(self, name: str) -> str:
         assert self.bin_dir is not None
@@ -146,6 +162,8 @@ class ControlPlane:
             ],
         )
         self.server = f"https://127.0.0.1:{api_port}"
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         apiserver = self._spawn(
             "kube-apiserver",
             [
@@ -165,6 +183,10 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",
                 f"--requestheader-client-ca-file={pki.front_proxy_ca.cert_path}",
                 "--requestheader-allowed-names=front-proxy-client",
                 "--requestheader-username-headers=X-Remote-User",

@@ -285,6 +285,11 @@ def default_output_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "crds"
 
 
+def chart_crds_dir() -> Path:
+    """Helm installs the CRDs from the chart's own crds/ folder: the same files."""
+    return Path(__file__).resolve().parents[3] / "charts" / "voice-operator" / "crds"
+
+
 def file_name(definition: CrdDefinition) -> str:
     return f"{GROUP}_{definition.plural}.yaml"
 
@@ -301,20 +306,25 @@ def differences(directory: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=default_output_dir(), help="CRD folder")
-    parser.add_argument("--check", action="store_true", help="fail if the folder is stale")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="CRD folder (repeatable; default: crds/ and the chart's crds/)",
+    )
+    parser.add_argument("--check", action="store_true", help="fail if a folder is stale")
     args = parser.parse_args(argv)
+    folders = args.out or [default_output_dir(), chart_crds_dir()]
     if args.check:
-        stale = differences(args.out)
+        stale = [f"{folder}/{name}" for folder in folders for name in differences(folder)]
         if stale:
-            print(
-                f"stale CRDs in {args.out}: {', '.join(stale)}; run voice-crdgen", file=sys.stderr
-            )
+            print(f"stale CRDs: {', '.join(stale)}; run voice-crdgen", file=sys.stderr)
             return 1
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for d in DEFINITIONS:
-        (args.out / file_name(d)).write_text(render(d))
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for d in DEFINITIONS:
+            (folder / file_name(d)).write_text(render(d))
     return 0
 
 

@@ -105,7 +105,7 @@ def desired_fetch_identity(asset: Asset) -> list[dict[str, Any]]:
             "apiGroups": [API_VERSION.split("/")[0]],
             "resources": ["modelassets/status"],
             "resourceNames": [asset.name],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],  # the fetcher only sends merge patches
         }
     ]
     return [

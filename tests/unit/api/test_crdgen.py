@@ -9,9 +9,12 @@ from voice_operator.api import crdgen
 pytestmark = pytest.mark.unit
 
 
-def test_crds_folder_matches_the_models():
-    stale = crdgen.differences(crdgen.default_output_dir())
-    assert not stale, f"run `voice-crdgen`: {stale} differ from the models"
+@pytest.mark.parametrize(
+    "folder", [crdgen.default_output_dir(), crdgen.chart_crds_dir()], ids=["crds", "chart-crds"]
+)
+def test_crd_folders_match_the_models(folder):
+    stale = crdgen.differences(folder)
+    assert not stale, f"run `voice-crdgen`: {stale} in {folder} differ from the models"
 
 
 def test_schemas_are_structural():

@@ -96,7 +96,7 @@ def test_new_asset_gets_a_claim_an_identity_and_a_download_job():
             "apiGroups": ["voiceops.dev"],
             "resources": ["modelassets/status"],
             "resourceNames": ["joe"],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
         }
     ]
     status = p.status_patch["status"]
