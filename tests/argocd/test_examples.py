@@ -64,6 +64,17 @@ def test_application_syncs_our_examples_without_ignore_differences():
     assert automated == {"prune": True, "selfHeal": True}
 
 
+def test_the_application_syncs_example_files_we_have_health_checks_for():
+    for name in ("model-assets.yaml", "voice-agent.yaml"):
+        docs = [d for d in yaml.safe_load_all((REPO / "examples" / name).read_text()) if d]
+        ours = [d for d in docs if d["apiVersion"].startswith("voiceops.dev/")]
+        assert ours, f"examples/{name} has none of our resources"
+        for doc in ours:
+            assert doc["kind"] in SCRIPTS
+            # The Application's destination namespace applies only when none is set.
+            assert "namespace" not in doc["metadata"]
+
+
 def test_readme_shows_the_keys_it_tells_users_to_install():
     readme = (EXAMPLES / "README.md").read_text()
     for path in (*SCRIPTS.values(), EXAMPLES / "argocd-cm.yaml", EXAMPLES / "application.yaml"):
