@@ -20,7 +20,7 @@ def concurrently(
     call: Callable[[httpx.Client], httpx.Response], clients: int = CLIENTS
 ) -> list[httpx.Response]:
     def one(_: int) -> httpx.Response:
-        with httpx.Client(timeout=300) as client:
+        with httpx.Client(timeout=900) as client:
             return call(client)
 
     with ThreadPoolExecutor(clients) as pool:

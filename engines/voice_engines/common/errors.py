@@ -94,7 +94,8 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
     first = errors[0] if errors else {"type": "invalid", "msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
-        detail = first.get("ctx", {}).get("error", "")
+        context = first.get("ctx")
+        detail = context.get("error", "") if isinstance(context, dict) else ""
         return ApiError(400, "malformed_json", f"request body is not valid JSON: {detail}".strip())
     field = field_path(first.get("loc", ()))
     message = str(first.get("msg", "invalid request"))

@@ -4,7 +4,7 @@ GET /voices; plus /health, /ready and /metrics from common."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import soxr
@@ -179,10 +179,9 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
                 f"response_format {body.response_format!r} is not available; use wav, pcm or flac",
                 field="response_format",
             )
+        fmt = cast(AudioFormat, body.response_format)
         # OpenAI streams speech as it is made; so does this, a sentence at a time.
-        return await speak(
-            request, body.input, body.voice, body.speed, None, body.response_format, True
-        )
+        return await speak(request, body.input, body.voice, body.speed, None, fmt, True)
 
     def voices_list() -> list[dict[str, Any]]:
         require_ready(app)

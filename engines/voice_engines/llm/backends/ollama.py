@@ -42,10 +42,18 @@ class OllamaBackend:
 
     def _call(self, messages: list[Message], params: GenerationParams, stream: bool) -> Any:
         try:
+            if stream:
+                return self._client.chat(
+                    model=self._model,
+                    messages=messages,
+                    stream=True,
+                    options=self._options(params),
+                    keep_alive=self._keep_alive,
+                )
             return self._client.chat(
                 model=self._model,
                 messages=messages,
-                stream=stream,
+                stream=False,
                 options=self._options(params),
                 keep_alive=self._keep_alive,
             )

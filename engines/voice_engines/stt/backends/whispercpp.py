@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 
+from voice_engines.convert.ct2_to_ggml import GGML_MAGIC
 from voice_engines.stt.backends.base import SAMPLE_RATE, Segment, Transcript
 from voice_engines.stt.settings import SttSettings
+
+# whisper.cpp's own test: multilingual vocabularies have 51865 tokens or more.
+MULTILINGUAL_VOCAB = 51865
+
+
+def ggml_vocab_size(path: Path) -> int:
+    """n_vocab, the first hyper-parameter after the magic in a whisper.cpp model file."""
+    with open(path, "rb") as stream:
+        magic, n_vocab = struct.unpack("<ii", stream.read(8))
+    if magic != GGML_MAGIC:
+        raise ValueError(f"{path} is not a whisper.cpp ggml model file")
+    return int(n_vocab)
 
 
 class WhisperCppBackend:
@@ -27,9 +42,7 @@ class WhisperCppBackend:
             print_realtime=False,
             beam_search={"beam_size": beam if beam > 1 else -1, "patience": -1.0},
         )
-        import _pywhispercpp as pw
-
-        self.multilingual = bool(pw.whisper_is_multilingual(self._model._ctx))
+        self.multilingual = ggml_vocab_size(path) >= MULTILINGUAL_VOCAB
         # One whisper context decodes one stream at a time, and its parameters are
         # shared state between calls.
         self._lock = threading.Lock()
@@ -38,14 +51,15 @@ class WhisperCppBackend:
         self, audio: np.ndarray, language: str | None, temperature: float, prompt: str | None
     ) -> Transcript:
         with self._lock:
+            if language is None:
+                (language, _), _ = self._model.auto_detect_language(audio)
             segments = self._model.transcribe(
                 audio,
-                language=language or "auto",
+                language=language,
                 detect_language=False,
                 temperature=temperature,
                 initial_prompt=prompt or "",
             )
-            detected = language or self._detected_language()
         parts = [
             # whisper.cpp counts time in 10 ms steps.
             Segment(start=s.t0 / 100, end=s.t1 / 100, text=s.text.strip())
@@ -54,12 +68,7 @@ class WhisperCppBackend:
         ]
         return Transcript(
             text=" ".join(p.text for p in parts),
-            language=detected,
+            language=language,
             duration=len(audio) / SAMPLE_RATE,
             segments=parts,
         )
-
-    def _detected_language(self) -> str:
-        import _pywhispercpp as pw
-
-        return str(pw.whisper_lang_str(pw.whisper_full_lang_id(self._model._ctx)))
