@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 from testground import Cluster, open_cluster
-from testground.storage import Provisioner
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,8 +25,6 @@ def cluster() -> Iterator[Cluster]:
     previous = os.environ.get("KUBECONFIG")
     # The operator under test and any client made in a test find the cluster the usual way.
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-    if cluster.local:
-        cluster.provisioner = Provisioner(api_client_for(cluster)).start()
     try:
         yield cluster
     finally:

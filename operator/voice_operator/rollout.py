@@ -235,12 +235,15 @@ def _steady(
             requeue_after=again,
         )
     dep = inp.deployment
-    if dep is not None and dep.rolled_out(rev) and (inp.replicas == 0 or ready > 0):
+    # The revision is known good: any ready pod serves it, even while a drift correction
+    # or an autoscaler replaces pods. Only no ready pod at all is an outage.
+    if dep is not None and ready > 0:
         state: StageState = "Serving"
         reason, message = "Serving", f"{inp.component} is served by {_summary(desired)}"
     else:
         state, reason = "Unavailable", "EngineUnavailable"
-        message = f"{inp.component} engine has {ready}/{inp.replicas} ready pods"
+        wanted = dep.replicas if dep is not None else inp.replicas
+        message = f"{inp.component} engine has no ready pod (0/{wanted})"
     return RolloutStep(
         "apply", desired, desired, _with_serving(status, desired, ready), state, reason, message
     )

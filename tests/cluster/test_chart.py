@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, REPO, wait_for
 from testground import Cluster, kwok_placement
+from testground.harness import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, REPO, wait_for
 
 pytestmark = pytest.mark.cluster
 CHART = REPO / "charts" / "voice-operator"

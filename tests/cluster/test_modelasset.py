@@ -7,8 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Operator, ServedModel, condition, run_fetch_job, run_job_command, wait_for
 from testground import Cluster
+from testground.harness import (
+    Operator,
+    ServedModel,
+    condition,
+    run_fetch_job,
+    run_job_command,
+    wait_for,
+)
 
 from voice_operator.kube import Kube
 

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import (
+from kubernetes import client, watch
+from testground import Cluster
+from testground.harness import (
     Operator,
     ServedModel,
     condition,
     make_ready_asset,
+    run_fetch_job,
     wait_for,
 )
-from kubernetes import client, watch
-from testground import Cluster
 
 from voice_operator.kube import Kube
 
@@ -418,8 +419,6 @@ def test_restart_mid_download_reaches_the_same_end_state(serving: Setup):
         ],
     )[0]
     serving.operator.stop()
-    from conftest import run_fetch_job
-
     assert run_fetch_job(job, serving.volume, serving.cluster).returncode == 0
     serving.operator.start()
     obj = serving.wait(

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import (
+from testground import Cluster
+from testground.harness import (
     Operator,
     ServedModel,
     condition,
     make_ready_asset,
     wait_for,
 )
-from testground import Cluster
 
 from voice_operator.kube import Kube
 

@@ -14,6 +14,8 @@ import yaml
 
 from testground.controlplane import REPO, STAGES, ControlPlane, find_binaries
 from testground.processes import KubectlError, Process, free_port
+from kubernetes import config
+
 from testground.storage import Provisioner, storage_class
 
 CRDS = REPO / "crds"
@@ -51,15 +53,12 @@ class Cluster:
             raise KubectlError(result)
         return result
 
-    def apply(self, *objects: dict) -> str:
-        return self.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=testground",
-            "-f",
-            "-",
-            input=yaml.safe_dump_all(objects),
-        ).stdout
+    def apply(self, *objects: dict, force: bool = False) -> str:
+        """Server-side apply as the user would; `force` takes fields others changed."""
+        args = ["apply", "--server-side", "--field-manager=testground", "-f", "-"]
+        if force:
+            args.append("--force-conflicts")
+        return self.kubectl(*args, input=yaml.safe_dump_all(objects)).stdout
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -178,6 +177,8 @@ def open_cluster() -> Cluster:
     try:
         if cluster.local:
             cluster.apply(storage_class())
+            api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+            cluster.provisioner = Provisioner(api).start()
         cluster.install_crds()
     except BaseException:
         cluster.close()

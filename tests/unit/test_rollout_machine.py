@@ -108,7 +108,14 @@ def test_steady_state_serves_and_reapplies_the_same_template():
 def test_steady_state_without_ready_pods_is_unavailable_not_a_failed_rollout():
     s = step(V1, good(V1), deployment(V1, ready=0))
     assert (s.state, s.reason, s.route) == ("Unavailable", "EngineUnavailable", V1)
+    assert s.message == "stt engine has no ready pod (0/1)"
     assert s.status.failed is None
+
+
+def test_steady_state_serves_while_pods_are_replaced():
+    """A drift correction or an HPA adds pods of the same revision: still serving."""
+    surge = DeploymentState(revision_of(V1), 3, 2, 3, 4, 1, 4, 3, deadline_exceeded=False)
+    assert step(V1, good(V1), surge).state == "Serving"
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,8 @@ def fetch_env(asset: Asset) -> list[dict[str, Any]]:
         {"name": "FETCH_VERSION", "value": spec.version},
         {"name": "FETCH_DEST", "value": MOUNT + version_folder(asset.name, spec.version)},
         {"name": "FETCH_REPORT", "value": "kube"},
+        # `ollama serve` writes a key pair under $HOME; the root filesystem is read-only.
+        {"name": "HOME", "value": "/tmp"},
     ]
     if spec.ollama:
         env.append({"name": "FETCH_OLLAMA_MODEL", "value": spec.ollama.model})

