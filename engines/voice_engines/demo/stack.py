@@ -171,6 +171,11 @@ class StackOptions:
     )
     tts_settings: dict[str, Any] = field(default_factory=lambda: {"speed": 1})
     gateway_env: dict[str, str] = field(default_factory=dict)
+    # Extra environment for the three engines. whisper.cpp and llama.cpp use OpenMP,
+    # whose threads spin at every barrier by default: with three engines and the gateway
+    # on 2 cores (or any other load), spinning threads steal the cores the working ones
+    # need, and a 0.5 s transcription took 5-10 s here. Passive waiting sleeps instead.
+    engine_env: dict[str, str] = field(default_factory=lambda: {"OMP_WAIT_POLICY": "PASSIVE"})
     ready_timeout_s: float = 300
 
 
@@ -235,7 +240,9 @@ class LocalStack:
             started = time.perf_counter()
             envs = self.engine_envs()
             for name, (module, env) in envs.items():
-                self.processes[name] = LocalProcess(name, module, env, self.log_dir)
+                self.processes[name] = LocalProcess(
+                    name, module, {**env, **self.options.engine_env}, self.log_dir
+                )
 
             def wait(name: str) -> None:
                 self.processes[name].wait_ready(self.options.ready_timeout_s)
