@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,12 @@ class Cluster:
             "app.kubernetes.io/part-of=voice-operator",
             "--timeout=60s",
         )
+        # Established is not yet listable: the watch cache answers 429 for a moment.
+        deadline = time.monotonic() + 60
+        while self.kubectl("get", "modelassets,voiceagents", "-A", check=False).returncode:
+            if time.monotonic() > deadline:
+                raise TimeoutError("our CRDs never became listable")
+            time.sleep(0.2)
 
     def close(self) -> None:
         if self.provisioner:
