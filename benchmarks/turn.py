@@ -29,15 +29,20 @@ import websockets
 from voice_engines.demo.stack import EXAMPLE_WAV, LocalStack, StackOptions, write_routes
 
 GOAL_FIRST_AUDIO_S = 1.0
-# Two kinds of answer: the example's one-sentence reply, and a story of many sentences,
-# where speaking while the model writes matters most.
-SCENARIOS = {
-    "short answer": {"maxTokens": 64, "temperature": 0},
-    "long answer": {
-        "maxTokens": 128,
-        "temperature": 0,
-        "systemPrompt": "You are a storyteller. Tell long stories in many short sentences.",
-    },
+# Two kinds of answer: the example question's short reply, and a story of many
+# sentences (asked by Piper through the TTS engine), where speaking while the model
+# writes matters most.
+STORY_REQUEST = "Please tell me a long story about a brave little dog."
+SCENARIOS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "short answer": (None, {"maxTokens": 64, "temperature": 0}),
+    "long answer": (
+        STORY_REQUEST,
+        {
+            "maxTokens": 128,
+            "temperature": 0,
+            "systemPrompt": "You are a storyteller. Tell long stories in many short sentences.",
+        },
+    ),
 }
 
 
@@ -45,6 +50,14 @@ def pcm_frames(wav: bytes) -> list[bytes]:
     samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
     pcm = (soxr.resample(samples, rate, 16_000) * 32767).astype("<i2").tobytes()
     return [pcm[i : i + 640] for i in range(0, len(pcm), 640)]
+
+
+def speak(stack: LocalStack, text: str) -> bytes:
+    response = httpx.post(
+        f"{stack.processes['tts'].url}/synthesize", json={"text": text}, timeout=60
+    )
+    response.raise_for_status()
+    return response.content
 
 
 def turn_http(url: str, wav: bytes) -> dict[str, float]:
@@ -112,14 +125,15 @@ def main() -> int:
     parser.add_argument("--wav", type=Path, default=EXAMPLE_WAV)
     args = parser.parse_args()
 
-    wav = args.wav.read_bytes()
-    info = sf.info(io.BytesIO(wav))
-    frames = pcm_frames(wav)
-    print(f"utterance: {args.wav.name}, {info.duration:.2f} s; STT backend {args.stt}")
+    print(f"STT backend {args.stt}; engine env {StackOptions().engine_env}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     with LocalStack(StackOptions(stt_backend=args.stt)) as stack:
-        for scenario, llm_settings in SCENARIOS.items():
+        for scenario, (request, llm_settings) in SCENARIOS.items():
+            wav = args.wav.read_bytes() if request is None else speak(stack, request)
+            frames = pcm_frames(wav)
+            seconds = sf.info(io.BytesIO(wav)).duration
+            print(f"{scenario}: utterance of {seconds:.2f} s", flush=True)
             stack.options.llm_settings = {**llm_settings, "contextSize": 2048}
             write_routes(stack.routes_path, stack.routes())
             time.sleep(2.5)  # the gateway polls the routes file every second

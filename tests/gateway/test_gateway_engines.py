@@ -146,7 +146,7 @@ def second_stt() -> Iterator[LocalProcess]:
     process = LocalProcess(
         "stt-faster-whisper",
         "voice_engines.stt.main",
-        {**whisper_env("faster-whisper"), "STT_THREADS": "2"},
+        {**whisper_env("faster-whisper"), "STT_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
         Path(tempfile.mkdtemp(prefix="voice-stt-fw-")),
     )
     try:

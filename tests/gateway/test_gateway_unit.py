@@ -156,9 +156,17 @@ def test_a_sentence_is_only_final_once_the_next_character_arrives() -> None:
 
 
 def test_a_long_clause_is_cut_at_a_comma() -> None:
-    splitter = SentenceSplitter(max_chars=40)
+    splitter = SentenceSplitter(max_chars=40, first_max_chars=40)
     out = splitter.feed("When the sun goes down over the quiet hills, the birds sing and ")
     assert out == ["When the sun goes down over the quiet hills,"]
+
+
+def test_the_first_piece_is_cut_early_so_speech_starts_sooner() -> None:
+    splitter = SentenceSplitter(max_chars=160, first_max_chars=30)
+    text = "The sky on a clear day is blue, with hues of pink and gold, and white clouds. "
+    assert splitter.feed(text[:50]) == ["The sky on a clear day is blue,"]
+    # Later pieces wait for the end of their sentence.
+    assert splitter.feed(text[50:]) == ["with hues of pink and gold, and white clouds."]
 
 
 class Clock:

@@ -1,9 +1,9 @@
 """Cuts a stream of LLM tokens into sentences for speech, as early as it can be sure.
 
 A sentence ends at . ! ? (or a line break) followed by white space; until the next
-character arrives, "3." may still become "3.5" and "Mr." is not an end at all. A clause
-that runs on past `max_chars` is cut at its last comma or semicolon, so one long
-sentence does not hold back the first audio."""
+character arrives, "3." may still become "3.5" and "Mr." is not an end at all. Text that
+runs on past `max_chars` is cut at its last comma, semicolon or colon; before the first
+piece has gone out the limit is `first_max_chars`, since the first audio waits for it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ ABBREVIATIONS = frozenset(
 
 
 class SentenceSplitter:
-    def __init__(self, max_chars: int = 160) -> None:
+    def __init__(self, max_chars: int = 160, first_max_chars: int = 40) -> None:
         self.max_chars = max_chars
+        self.first_max_chars = first_max_chars
         self._buffer = ""
+        self._emitted = False
 
     def feed(self, text: str) -> list[str]:
         """The sentences completed by this piece of text."""
@@ -35,12 +37,14 @@ class SentenceSplitter:
                 out.append(candidate.strip())
             start = match.end()
         self._buffer = self._buffer[start:]
-        if len(self._buffer) > self.max_chars:
+        limit = self.max_chars if self._emitted or out else self.first_max_chars
+        if len(self._buffer) > limit:
             cuts = list(_CLAUSE.finditer(self._buffer))
             if cuts:
                 cut = cuts[-1].end()
                 out.append(self._buffer[:cut].strip())
                 self._buffer = self._buffer[cut:]
+        self._emitted = self._emitted or bool(out)
         return out
 
     def flush(self) -> str | None:
