@@ -183,7 +183,7 @@ def test_the_chart_grants_exactly_what_the_operator_uses(cluster: Cluster, reque
     """Runs after every other test: by then every operator of the tier has run as the
     chart's ServiceAccount. Skipped only when the tier ran partially (then the
     usage is incomplete) or against a cluster whose audit log we don't have."""
-    ran = {item.module.__name__ for item in request.session.items}
+    ran = {item.module.__name__.rsplit(".", 1)[-1] for item in request.session.items}
     needed = {"test_modelasset", "test_voiceagent", "test_rollout"}
     if not needed <= ran:
         pytest.skip(
