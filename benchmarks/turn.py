@@ -5,7 +5,7 @@ reply spoken a sentence at a time while the model writes) against non-streaming
 (POST /v1/turn: one stage after the other, the audio comes with the answer).
 Goal: time to first audio <= 1.0 s on 2 CPU cores.
 
-    .venv/bin/python benchmarks/turn.py [--repeats N] [--stt whispercpp|faster-whisper]
+    .venv/bin/python benchmarks/turn.py [--repeats N] [--stt faster-whisper|whispercpp]
 """
 
 from __future__ import annotations
@@ -105,13 +105,14 @@ ROWS = [
     ("LLM first token", "llm_first_token_ms"),
     ("LLM whole reply", "llm_ms"),
     ("TTS (all calls)", "tts_ms"),
+    ("first piece ready to speak", "first_piece_ms"),
     ("time to first audio (client)", "client_first_audio"),
     ("turn total (client)", "client_total"),
 ]
 
 
 def summarize(samples: list[dict[str, float]], key: str) -> str:
-    values = [s[key.removesuffix("_ms")] if key.endswith("_ms") else s[key] for s in samples]
+    values = [s.get(key.removesuffix("_ms"), float("nan")) for s in samples]
     values = [v for v in values if v == v]
     if not values:
         return "-"
@@ -121,7 +122,7 @@ def summarize(samples: list[dict[str, float]], key: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--stt", choices=("whispercpp", "faster-whisper"), default="whispercpp")
+    parser.add_argument("--stt", choices=("faster-whisper", "whispercpp"), default="faster-whisper")
     parser.add_argument("--wav", type=Path, default=EXAMPLE_WAV)
     args = parser.parse_args()
 

@@ -51,6 +51,7 @@ def elevenlabs() -> Iterator[tuple[ElevenLabs, ThreadServer]]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     """The STT (whisper.cpp), LLM (llama.cpp) and TTS (Piper) engines and a gateway routing
-    to them, as local processes."""
-    with LocalStack(StackOptions()) as running:
+    to them, as local processes. (The demo's default STT is faster-whisper; the reload
+    test switches to it, so both backends serve turns here.)"""
+    with LocalStack(StackOptions(stt_backend="whispercpp")) as running:
         yield running

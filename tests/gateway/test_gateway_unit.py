@@ -161,6 +161,33 @@ def test_a_long_clause_is_cut_at_a_comma() -> None:
     assert out == ["When the sun goes down over the quiet hills,"]
 
 
+def test_the_first_piece_may_go_out_after_a_few_whole_words() -> None:
+    splitter = SentenceSplitter(first_words=4)
+    pieces = []
+    for token in [
+        "The",
+        " sky",
+        " on",
+        " a",
+        " clear",
+        " day",
+        " is",
+        " blue",
+        ".",
+        " It",
+        " is",
+        " nice",
+        ". ",
+    ]:
+        pieces += splitter.feed(token)
+    assert pieces == ["The sky on a", "clear day is blue.", "It is nice."]
+
+
+def test_a_short_first_sentence_is_not_cut() -> None:
+    splitter = SentenceSplitter(first_words=6)
+    assert splitter.feed("Sure thing! ") == ["Sure thing!"]
+
+
 def test_the_first_piece_is_cut_early_so_speech_starts_sooner() -> None:
     splitter = SentenceSplitter(max_chars=160, first_max_chars=30)
     text = "The sky on a clear day is blue, with hues of pink and gold, and white clouds. "

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from voice_engines.demo.stack import EXAMPLE_WAV, LocalStack, StackOptions
+from voice_engines.demo.stack import EXAMPLE_WAV, LocalStack, StackOptions, whisper_env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,9 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stt",
-        choices=("whispercpp", "faster-whisper"),
-        default="whispercpp",
-        help="STT backend (whispercpp converts the bundled model once and caches it)",
+        choices=("faster-whisper", "whispercpp"),
+        default="faster-whisper",
+        help="STT backend (whispercpp converts the bundled model to ggml once, cached)",
     )
     parser.add_argument("--threads", type=int, default=2, help="threads per engine")
     parser.add_argument(
@@ -121,6 +121,22 @@ def show(report: dict[str, Any], wav_path: Path, question: Path) -> None:
     print(f"providers   {providers}")
 
 
+def stt_backend(requested: str) -> str:
+    """whisper.cpp needs the bundled model converted to ggml once (then cached); where
+    the converter cannot run, faster-whisper serves the original instead."""
+    if requested == "whispercpp":
+        try:
+            whisper_env("whispercpp")
+        except ImportError as exc:
+            print(
+                f"voice-demo: converting the model for whisper.cpp needs {exc.name}; "
+                "using faster-whisper instead",
+                file=sys.stderr,
+            )
+            return "faster-whisper"
+    return requested
+
+
 def _raise_on_sigterm(signum: int, _: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -134,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so the finally below stops the children either way.
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    stack = LocalStack(StackOptions(stt_backend=args.stt, threads=args.threads), work_dir=out)
+    options = StackOptions(stt_backend=stt_backend(args.stt), threads=args.threads)
+    stack = LocalStack(options, work_dir=out)
     print(f"voice-demo: starting the STT, LLM and TTS engines and the gateway (logs in {out}/logs)")
     try:
         stack.start(lambda name, s: print(f"  {name:<8} ready after {s:.1f} s", flush=True))

@@ -3,7 +3,10 @@
 A sentence ends at . ! ? (or a line break) followed by white space; until the next
 character arrives, "3." may still become "3.5" and "Mr." is not an end at all. Text that
 runs on past `max_chars` is cut at its last comma, semicolon or colon; before the first
-piece has gone out the limit is `first_max_chars`, since the first audio waits for it."""
+piece has gone out the limit is `first_max_chars`, since the first audio waits for it.
+With `first_words` set, the first piece goes out after that many whole words even
+without punctuation: a short pause in the first sentence buys the time the model would
+take to write the rest of it, which is most of the time to first audio on a small CPU."""
 
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ ABBREVIATIONS = frozenset(
 
 
 class SentenceSplitter:
-    def __init__(self, max_chars: int = 160, first_max_chars: int = 40) -> None:
+    def __init__(
+        self, max_chars: int = 160, first_max_chars: int = 40, first_words: int = 0
+    ) -> None:
         self.max_chars = max_chars
         self.first_max_chars = first_max_chars
+        self.first_words = first_words
         self._buffer = ""
         self._emitted = False
 
@@ -44,6 +50,12 @@ class SentenceSplitter:
                 cut = cuts[-1].end()
                 out.append(self._buffer[:cut].strip())
                 self._buffer = self._buffer[cut:]
+        if not self._emitted and not out and self.first_words > 0:
+            # The word after the last one counted has begun: those before it are whole.
+            words = re.match(rf"\s*(?:\S+\s+){{{self.first_words}}}(?=\S)", self._buffer)
+            if words:
+                out.append(self._buffer[: words.end()].strip())
+                self._buffer = self._buffer[words.end() :]
         self._emitted = self._emitted or bool(out)
         return out
 

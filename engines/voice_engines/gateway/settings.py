@@ -52,5 +52,8 @@ class GatewaySettings(BaseSettings):
     gateway_max_audio_seconds: float = Field(120.0, gt=0)
     # Reply audio: 16-bit mono PCM at this rate unless the client asks for another.
     gateway_sample_rate: int = Field(22050, ge=8000, le=48000)
+    # Streaming: the first piece of a reply is spoken after this many words even before
+    # its sentence ends (0: wait for the end of the sentence or its first clause).
+    gateway_first_piece_words: int = Field(6, ge=0, le=50)
     # Sent when the llm route's settings name no systemPrompt.
     gateway_system_prompt: str = DEFAULT_SYSTEM_PROMPT

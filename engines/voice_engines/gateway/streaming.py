@@ -191,12 +191,14 @@ class StreamSession:
             tts_seconds = 0.0
 
             async def think() -> None:
-                splitter = SentenceSplitter()
+                splitter = SentenceSplitter(first_words=self.settings.gateway_first_piece_words)
                 try:
                     async for token in self.pipeline.reply_tokens(routes, session, text, report):
                         reply.append(token)
                         await self.sender.json({"type": "token", "text": token})
                         for sentence in splitter.feed(token):
+                            if "first_piece_ms" not in report.timings:
+                                report.timings["first_piece_ms"] = ms(time.perf_counter() - started)
                             sentences.put_nowait(sentence)
                     if rest := splitter.flush():
                         sentences.put_nowait(rest)
