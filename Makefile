@@ -4,6 +4,11 @@ PYTEST_ARGS ?=
 
 .PHONY: bootstrap test lint typecheck crds unit cluster engines bench demo
 
+## The main job: one real voice turn on this machine with the bundled models.
+demo:
+	scripts/bootstrap.sh python
+	$(VENV)/voice-demo
+
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -20,6 +25,7 @@ typecheck:
 
 crds:
 	$(VENV)/voice-crdgen
+	$(VENV)/python -m voice_operator.api.docgen
 
 unit cluster engines: bootstrap
 	$(VENV)/pytest -m $@ $(PYTEST_ARGS)

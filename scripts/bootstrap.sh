@@ -11,6 +11,27 @@ cd "$repo"
 what=${1:-all}
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
+cache=${VOICE_OPERATOR_CACHE:-$HOME/.cache/voice-operator}
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+# A portable build: the default -march=native turns on llama.cpp's AMX kernels where the
+# CPU has them, and those crash on the first prompt longer than one token on some hosts.
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+
+# pip's wheel cache ignores CMAKE_ARGS, so the portable wheel is built once into our own
+# cache, keyed by version and flags, and installed from there.
+llama_wheel() {
+  local key folder
+  key=$(printf '%s %s' "$LLAMA_CPP_PYTHON_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
+  folder="$cache/wheels/llama-cpp-python-$key"
+  if ! compgen -G "$folder/*.whl" >/dev/null; then
+    log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION from source (portable, a few minutes, once)"
+    mkdir -p "$folder"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel -q --no-cache-dir --no-deps \
+      -w "$folder" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+  fi
+  compgen -G "$folder/*.whl"
+}
+
 python_env() {
   local py=${PYTHON:-python3}
   if [[ ! -x .venv/bin/python ]]; then
@@ -18,10 +39,11 @@ python_env() {
     "$py" -m venv .venv
   fi
   # Reinstall only when the dependency list changed since the last install.
-  local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+  local stamp=.venv/.installed-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
   if [[ ! -f $stamp ]]; then
-    log "installing the project and its extras (llama-cpp-python builds from source once; pip caches the wheel)"
+    log "installing the project and its extras"
     .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "$(llama_wheel)"
     .venv/bin/python -m pip install -q -e '.[all]'
     rm -f .venv/.installed-* && touch "$stamp"
   fi

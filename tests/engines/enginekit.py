@@ -112,8 +112,10 @@ class EngineProcess:
         try:
             wait_ready(self.url, timeout_s, alive=lambda: self.process.poll() is None)
         except Exception as exc:
+            self.stop_process()
+            tail = self.log_tail()  # before stop() deletes the log
             self.stop()
-            raise RuntimeError(f"{self.engine} failed to start:\n{self.log_tail()}") from exc
+            raise RuntimeError(f"{self.engine} failed to start:\n{tail}") from exc
         return self
 
     def log_tail(self, lines: int = 40) -> str:
@@ -125,7 +127,7 @@ class EngineProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -133,6 +135,9 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> None:
+        self.stop_process()
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 

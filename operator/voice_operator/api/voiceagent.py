@@ -155,6 +155,11 @@ class SttComponent(ComponentBase):
 
     settings: SttSettings = Field(default_factory=SttSettings, description="Engine settings.")
     external: SttExternal | None = Field(default=None, description="Vendor settings (external).")
+    fallback: SttExternal | None = Field(
+        default=None,
+        description="A vendor the gateway turns to when this stage's provider fails before "
+        "answering (down, timeout, 5xx, 429). Used only once its key's Secret exists.",
+    )
 
     model_config = {"json_schema_extra": _provider_rules("stt")}
 
@@ -164,6 +169,11 @@ class LlmComponent(ComponentBase):
 
     settings: LlmSettings = Field(default_factory=LlmSettings, description="Engine settings.")
     external: LlmExternal | None = Field(default=None, description="Vendor settings (external).")
+    fallback: LlmExternal | None = Field(
+        default=None,
+        description="A vendor the gateway turns to when this stage's provider fails before "
+        "answering (down, timeout, 5xx, 429). Used only once its key's Secret exists.",
+    )
 
     model_config = {"json_schema_extra": _provider_rules("llm")}
 
@@ -173,6 +183,11 @@ class TtsComponent(ComponentBase):
 
     settings: TtsSettings = Field(default_factory=TtsSettings, description="Engine settings.")
     external: TtsExternal | None = Field(default=None, description="Vendor settings (external).")
+    fallback: TtsExternal | None = Field(
+        default=None,
+        description="A vendor the gateway turns to when this stage's provider fails before "
+        "answering (down, timeout, 5xx, 429). Used only once its key's Secret exists.",
+    )
 
     model_config = {"json_schema_extra": _provider_rules("tts")}
 

@@ -32,6 +32,9 @@ def references(spec: dict[str, Any]) -> tuple[set[str], set[str]]:
         ref = ((stage.get("external") or {}).get("apiKeySecretRef") or {}).get("name")
         if stage.get("provider") == "external" and ref:
             secrets.add(ref)
+        fallback = ((stage.get("fallback") or {}).get("apiKeySecretRef") or {}).get("name")
+        if fallback:
+            secrets.add(fallback)
     return assets, secrets
 
 

@@ -111,16 +111,38 @@ def crash_loop(pods: list[dict[str, Any]], component: str, revision: str) -> str
     return None
 
 
-def _gateway_keys(agent: Agent) -> dict[str, dict[str, str]]:
+def _gateway_keys(agent: Agent, status: VoiceAgentStatus) -> dict[str, dict[str, str]]:
     """Keys the gateway must mount: every stage whose spec is external (so the key is there
-    before the route moves) or whose last good revision is external (it serves now)."""
+    before the route moves), whose last good revision is external (it serves until the
+    route moves back), and every fallback."""
     keys: dict[str, dict[str, str]] = {}
     for c in COMPONENTS:
         spec = agent.spec.component(c)
+        good = getattr(status.components, c)
+        serving = (good.last_good.external if good and good.last_good else None) or {}
         if spec.provider == "external" and spec.external is not None:
             ref = spec.external.api_key_secret_ref
             keys[c] = {"name": ref.name, "key": ref.key}
+        elif serving.get("apiKeySecretRef"):
+            keys[c] = dict(serving["apiKeySecretRef"])
+        if spec.fallback is not None:
+            ref = spec.fallback.api_key_secret_ref
+            keys[f"{c}-fallback"] = {"name": ref.name, "key": ref.key}
     return keys
+
+
+def _fallbacks(agent: Agent, secrets: dict[str, SecretPresence]) -> dict[str, dict[str, Any]]:
+    """Each stage's fallback vendor, once its key exists (never a route to a missing key)."""
+    found: dict[str, dict[str, Any]] = {}
+    for c in COMPONENTS:
+        fallback = agent.spec.component(c).fallback
+        if fallback is None:
+            continue
+        ref = fallback.api_key_secret_ref
+        secret = secrets.get(ref.name)
+        if secret is not None and ref.key in secret.keys:
+            found[c] = fallback.wire()
+    return found
 
 
 def _gateway_rolled_out(deployment: dict[str, Any] | None) -> bool:
@@ -256,7 +278,7 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
     plan = Plan()
 
     gateway = obs.deployments.get("gateway")
-    keys_wanted = _gateway_keys(agent)
+    keys_wanted = _gateway_keys(agent, status)
     keys_ready = _gateway_rolled_out(gateway)
     mounted = mounted_keys(gateway)
 
@@ -356,7 +378,7 @@ def _children(
         ):
             plan.apply.append(desired_service(agent, c))
     routes: dict[str, ComponentRevision | None] = {c: s.route for c, s in steps.items()}
-    plan.apply.append(desired_routes(agent, routes))
+    plan.apply.append(desired_routes(agent, routes, _fallbacks(agent, obs.secrets)))
     gateway_name = child_name(agent.name, "gateway")
     plan.apply.append(
         desired_gateway_deployment(

@@ -97,7 +97,9 @@ def _env(values: dict[str, Any]) -> list[dict[str, str]]:
 def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[str, str]]:
     """The engine's settings, in the environment variables the engines read."""
     s = rev.settings
-    common = {"PORT": PORT, "HOME": "/tmp"}
+    # whisper.cpp and llama.cpp spin their OpenMP threads at every wait by default; on a
+    # shared node that turned 0.5 s transcriptions into 5-10 s (docs/engines.md).
+    common = {"PORT": PORT, "HOME": "/tmp", "OMP_WAIT_POLICY": "PASSIVE"}
     if component == "stt":
         values = {
             "STT_BACKEND": BACKENDS[rev.model_format or "ggml"],
@@ -227,34 +229,56 @@ def key_path(component: str) -> str:
     return f"{KEY_DIR}/{component}/api-key"
 
 
-def route(agent: Agent, component: str, rev: ComponentRevision | None) -> dict[str, Any] | None:
-    """One stage's entry in routes.json: where the gateway sends it. Keys by file path only."""
+def _vendor(external: dict[str, Any], key_file: str) -> dict[str, Any]:
+    return {
+        "vendor": external.get("vendor"),
+        "model": external.get("model"),
+        "url": external.get("url"),
+        "voice": external.get("voice"),
+        "apiKeyFile": key_file,
+    }
+
+
+def route(
+    agent: Agent,
+    component: str,
+    rev: ComponentRevision | None,
+    fallback: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """One stage's entry in routes.json: where the gateway sends it (and where next, when
+    that fails). Keys by file path only."""
     if rev is None:
         return None
     base = {"provider": rev.provider, "revision": short_hash(rev.wire()), "settings": rev.settings}
     if rev.provider == "internal":
-        return {
+        entry = {
             **base,
             "url": engine_url(agent.name, agent.namespace, component),
             "model": rev.model,
             "modelVersion": rev.model_version,
         }
-    ext = rev.external or {}
-    return {
-        **base,
-        "vendor": ext.get("vendor"),
-        "model": ext.get("model"),
-        "url": ext.get("url"),
-        "voice": ext.get("voice"),
-        "apiKeyFile": key_path(component),
-    }
+    else:
+        entry = {**base, **_vendor(rev.external or {}, key_path(component))}
+    if fallback is not None:
+        entry["fallback"] = {
+            "provider": "external",
+            "revision": short_hash(fallback),
+            "settings": rev.settings,
+            **_vendor(fallback, key_path(f"{component}-fallback")),
+        }
+    return entry
 
 
-def desired_routes(agent: Agent, routes: dict[str, ComponentRevision | None]) -> dict[str, Any]:
+def desired_routes(
+    agent: Agent,
+    routes: dict[str, ComponentRevision | None],
+    fallbacks: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    fallbacks = fallbacks or {}
     document = {
         "agent": agent.name,
         "namespace": agent.namespace,
-        "stages": {c: route(agent, c, rev) for c, rev in routes.items()},
+        "stages": {c: route(agent, c, rev, fallbacks.get(c)) for c, rev in routes.items()},
     }
     return render(
         "configmap",
@@ -264,7 +288,8 @@ def desired_routes(agent: Agent, routes: dict[str, ComponentRevision | None]) ->
 
 
 def key_sources(keys: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """Projected-volume sources putting each external stage's key at <stage>/api-key.
+    """Projected-volume sources putting each vendor key at <stage>/api-key (or
+    <stage>-fallback/api-key).
 
     Optional, so a Secret created later does not keep the gateway from starting; the route
     only moves to a vendor once its key is there.

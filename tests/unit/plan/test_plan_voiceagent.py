@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from voice_operator.plan.revisions import SecretPresence
+from voice_operator.api.voiceagent import VoiceAgentSpec
+from voice_operator.plan.revisions import SecretPresence, desired_revision
 from voice_operator.plan.voiceagent import AgentObservation, plan_voice_agent
 from voice_operator.render.meta import Owner
+from voice_operator.rollout import revision_of
 from voice_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
@@ -182,3 +184,86 @@ def test_invalid_spec_is_reported_without_touching_children():
         "InvalidSpec",
         "spec.stt: an internal provider needs model (a ModelAsset name)",
     )
+
+
+def _routes(plan) -> dict:
+    return json.loads(
+        next(o for o in plan.apply if o["kind"] == "ConfigMap")["data"]["routes.json"]
+    )["stages"]
+
+
+def _key_sources(plan) -> list[dict]:
+    gateway = next(o for o in plan.apply if o["metadata"]["name"] == "support-gateway")
+    keys = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys")
+    return keys["projected"]["sources"]
+
+
+def _serving_stt(s: dict) -> tuple[dict, dict]:
+    """A status and a Deployment in which the stt stage serves its desired revision."""
+    revision = desired_revision(
+        "stt", VoiceAgentSpec.model_validate(s).stt, {n: asset(n) for n in FORMATS}, {}, SETTINGS
+    )
+    rev = revision_of(revision)
+    status = {"components": {"stt": {"lastGoodRevision": rev, "lastGood": revision.wire()}}}
+    deployment = {
+        "metadata": {"generation": 1},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"annotations": {"voiceops.dev/revision": rev}}},
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        },
+    }
+    return status, {"stt": deployment}
+
+
+def test_a_fallback_vendor_is_routed_once_its_key_exists():
+    fallback = {
+        "vendor": "deepgram",
+        "model": "nova-3",
+        "apiKeySecretRef": {"name": "dg", "key": "token"},
+    }
+    s = spec(stt={"model": "whisper", "fallback": fallback})
+    status, deployments = _serving_stt(s)
+    p = plan_voice_agent(observe(s, status, deployments=deployments), SETTINGS)
+    assert _key_sources(p)[0]["secret"]["items"] == [
+        {"key": "token", "path": "stt-fallback/api-key"}
+    ]
+    assert "fallback" not in _routes(p)["stt"]  # no Secret yet: no route to a missing key
+    present = {"dg": SecretPresence(True, frozenset({"token"}))}
+    p = plan_voice_agent(observe(s, status, deployments=deployments, secrets=present), SETTINGS)
+    assert _routes(p)["stt"]["fallback"] == {
+        "provider": "external",
+        "vendor": "deepgram",
+        "model": "nova-3",
+        "url": None,
+        "voice": None,
+        "apiKeyFile": "/var/run/secrets/voiceops/stt-fallback/api-key",
+        "revision": _routes(p)["stt"]["fallback"]["revision"],
+        "settings": {"threads": 2, "temperature": 0, "language": "en"},
+    }
+    assert _routes(p)["stt"]["provider"] == "internal"
+
+
+def test_the_serving_vendor_key_stays_mounted_while_switching_back_to_internal():
+    external = {
+        "provider": "external",
+        "external": {"vendor": "groq", "apiKeySecretRef": {"name": "groq", "key": "api-key"}},
+    }
+    status = {
+        "components": {
+            "llm": {
+                "provider": "external",
+                "lastGoodRevision": "x",
+                "lastGood": {"provider": "external", **external},
+            }
+        }
+    }
+    p = plan_voice_agent(observe(spec(), status), SETTINGS)
+    paths = [i["path"] for src in _key_sources(p) for i in src["secret"]["items"]]
+    assert paths == ["llm/api-key"]
