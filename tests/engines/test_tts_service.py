@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import statistics
 
 import httpx
 import numpy as np
@@ -35,8 +36,22 @@ def test_sample_rate_and_speed(tts: EngineProcess) -> None:
     normal, _ = sf.read(io.BytesIO(synthesize(tts, text=text, sample_rate=16000).content))
     info = sf.info(io.BytesIO(synthesize(tts, text=text, sample_rate=16000).content))
     assert info.samplerate == 16000
-    fast, _ = sf.read(io.BytesIO(synthesize(tts, text=text, sample_rate=16000, speed=2.0).content))
-    assert len(fast) < 0.7 * len(normal)
+
+    # Piper's durations are sampled (noise_w), so one pair can come out close: compare
+    # medians of three at each speed. Twice the speed gives ~0.6 of the length.
+    def median_length(speed: float) -> float:
+        lengths = [
+            len(
+                sf.read(
+                    io.BytesIO(synthesize(tts, text=text, sample_rate=16000, speed=speed).content)
+                )[0]
+            )
+            for _ in range(3)
+        ]
+        return statistics.median(lengths)
+
+    assert len(normal) > 0
+    assert median_length(2.0) < 0.75 * median_length(1.0)
 
 
 def test_flac_and_pcm_formats(tts: EngineProcess) -> None:
