@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voice_operator import API_VERSION, FIELD_MANAGER
+from voice_operator.settings import OperatorSettings
 
 PART_OF = "voice-operator"
 LABEL_ASSET = "voiceops.dev/asset"
@@ -43,6 +44,28 @@ class Owner:
         }
 
 
+@dataclass(frozen=True)
+class Owned:
+    """A custom resource seen by the builders: who owns the children, and where."""
+
+    owner: Owner
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+
+PROMETHEUS_SCRAPE = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": "8080",
+    "prometheus.io/path": "/metrics",
+}
+
+
 def labels(name: str, instance: str, component: str, **extra: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": name,
@@ -70,6 +93,18 @@ def short_hash(value: Any, length: int = 10) -> str:
     """A stable hash of any JSON-able value (key order and 1 vs 1.0 do not matter)."""
     text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def pod_values(settings: OperatorSettings) -> dict[str, Any]:
+    """What every pod the operator creates shares: pull policy, the restricted security
+    contexts, and the placement the operator was configured with."""
+    return {
+        "image_pull_policy": settings.image_pull_policy,
+        "pod_security_context": restricted_pod_security(),
+        "container_security_context": restricted_container_security(),
+        "node_selector": settings.engine_node_selector,
+        "tolerations": settings.engine_tolerations,
+    }
 
 
 def restricted_pod_security() -> dict[str, Any]:

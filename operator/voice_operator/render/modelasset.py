@@ -14,10 +14,9 @@ from voice_operator.render.meta import (
     ANNOTATION_SPEC_HASH,
     LABEL_ASSET,
     LABEL_VERSION,
-    Owner,
+    Owned,
     labels,
-    restricted_container_security,
-    restricted_pod_security,
+    pod_values,
     short_hash,
 )
 from voice_operator.settings import OperatorSettings
@@ -31,17 +30,8 @@ PERMANENT_EXIT_CODES = [2, 3, 4, 5]
 
 
 @dataclass(frozen=True)
-class Asset:
-    owner: Owner
+class Asset(Owned):
     spec: ModelAssetSpec
-
-    @property
-    def name(self) -> str:
-        return self.owner.name
-
-    @property
-    def namespace(self) -> str:
-        return self.owner.namespace
 
 
 def claim_name(asset: Asset) -> str:
@@ -117,12 +107,8 @@ def desired_fetch_identity(asset: Asset) -> list[dict[str, Any]]:
 
 def _pod_values(asset: Asset, settings: OperatorSettings) -> dict[str, Any]:
     return {
+        **pod_values(settings),
         "image": settings.engine_image,
-        "image_pull_policy": settings.image_pull_policy,
-        "pod_security_context": restricted_pod_security(),
-        "container_security_context": restricted_container_security(),
-        "node_selector": settings.engine_node_selector,
-        "tolerations": settings.engine_tolerations,
         "claim_name": claim_name(asset),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},

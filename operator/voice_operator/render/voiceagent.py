@@ -13,11 +13,11 @@ from voice_operator.render.meta import (
     ANNOTATION_REVISION,
     LABEL_AGENT,
     LABEL_MODEL_VERSION,
-    Owner,
+    PROMETHEUS_SCRAPE,
+    Owned,
     canonical,
     labels,
-    restricted_container_security,
-    restricted_pod_security,
+    pod_values,
     short_hash,
 )
 from voice_operator.settings import OperatorSettings
@@ -45,17 +45,8 @@ OLLAMA_ADDRESS = "127.0.0.1:11434"
 
 
 @dataclass(frozen=True)
-class Agent:
-    owner: Owner
+class Agent(Owned):
     spec: VoiceAgentSpec
-
-    @property
-    def name(self) -> str:
-        return self.owner.name
-
-    @property
-    def namespace(self) -> str:
-        return self.owner.namespace
 
 
 def child_name(agent_name: str, part: str) -> str:
@@ -193,18 +184,8 @@ def desired_engine_deployment(
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
         selector=selector(agent, component),
-        pod_annotations={
-            **rev.pod_annotations,
-            ANNOTATION_REVISION: revision,
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(PORT),
-            "prometheus.io/path": "/metrics",
-        },
-        pod_security_context=restricted_pod_security(),
-        container_security_context=restricted_container_security(),
-        node_selector=settings.engine_node_selector,
-        tolerations=settings.engine_tolerations,
-        image_pull_policy=settings.image_pull_policy,
+        pod_annotations={**rev.pod_annotations, ANNOTATION_REVISION: revision, **PROMETHEUS_SCRAPE},
+        **pod_values(settings),
         containers=containers,
         volumes=[
             {
@@ -344,16 +325,8 @@ def desired_gateway_deployment(
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
         selector=selector(agent, "gateway"),
-        pod_annotations={
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(PORT),
-            "prometheus.io/path": "/metrics",
-        },
-        pod_security_context=restricted_pod_security(),
-        container_security_context=restricted_container_security(),
-        node_selector=settings.engine_node_selector,
-        tolerations=settings.engine_tolerations,
-        image_pull_policy=settings.image_pull_policy,
+        pod_annotations=PROMETHEUS_SCRAPE,
+        **pod_values(settings),
         containers=[container],
         volumes=[
             {"name": "routes", "configMap": {"name": child_name(agent.name, "routes")}},
