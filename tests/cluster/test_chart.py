@@ -165,7 +165,9 @@ def _used(audit_log: Path) -> tuple[set[tuple[str, str, str]], list[str]]:
             continue
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         code = event.get("responseStatus", {}).get("code", 0)
-        if code == 403:
+        # RBAC's own verdict; a 403 from admission (e.g. a namespace being deleted) was
+        # authorized and is not a missing permission.
+        if event.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid":
             refused.append(
                 f"{event['verb']} {resource} in {ref.get('namespace', '-')}: "
                 f"{event['responseStatus'].get('message', '')}"
