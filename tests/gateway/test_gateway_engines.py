@@ -9,7 +9,8 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -156,53 +157,96 @@ def second_stt() -> Iterator[LocalProcess]:
         process.stop()
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One turn a client tried: the providers that served it, or what went wrong."""
+
+    client: str
+    providers: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
 def test_routes_reloaded_under_steady_traffic(stack: LocalStack, second_stt: LocalProcess) -> None:
     stt_urls = [stack.processes["stt"].url, second_stt.url]
     gateway = Gateway(routes=routes_to(stack, "g0", stt_urls[0], maxTokens=12)).wait_alive()
     question = speak(stack, QUESTION)
     frames = pcm16k(question)
     stop = threading.Event()
-    results: list[tuple[str, int | str, dict[str, Any]]] = []
+    attempts: list[Attempt] = []
     lock = threading.Lock()
 
-    def http_client() -> None:
-        while not stop.is_set():
-            response = turn(gateway.url, question)
-            body = response.json()
-            with lock:
-                results.append(("http", response.status_code, body.get("providers", body)))
+    def http_turn() -> dict[str, Any]:
+        response = turn(gateway.url, question)
+        if response.status_code != 200:
+            raise AssertionError(f"HTTP {response.status_code}: {response.text[:500]}")
+        return dict(response.json()["providers"])
 
-    def ws_client() -> None:
-        while not stop.is_set():
-            done = stream_events(gateway.ws_url, frames)[-1]
-            with lock:
-                results.append(("ws", done["type"], done.get("providers", done)))
+    def ws_turn() -> dict[str, Any]:
+        done = stream_events(gateway.ws_url, frames)[-1]
+        if done["type"] != "done":
+            raise AssertionError(f"the stream ended with {done}")
+        return dict(done["providers"])
 
-    workers = [threading.Thread(target=f) for f in (http_client, http_client, ws_client)]
+    def client(name: str, one_turn: Callable[[], dict[str, Any]]) -> None:
+        """Turns until told to stop; every attempt is recorded, and the first failure
+        ends the client (the test fails on it)."""
+        while not stop.is_set():
+            try:
+                attempt = Attempt(name, providers=one_turn())
+            except BaseException as exc:  # connection reset, timeout, bad body, ...
+                attempt = Attempt(name, error=exc)
+            with lock:
+                attempts.append(attempt)
+            if attempt.error is not None:
+                return
+
+    def tally() -> tuple[int, int]:
+        with lock:
+            return sum(a.error is None for a in attempts), sum(
+                a.error is not None for a in attempts
+            )
+
+    clients = {"http-1": http_turn, "http-2": http_turn, "ws": ws_turn}
+    workers = [
+        threading.Thread(target=client, args=(name, f), name=name, daemon=True)
+        for name, f in clients.items()
+    ]
     try:
         for worker in workers:
             worker.start()
         # Swap the routes every 0.7 s until a dozen turns are through: most of them run
-        # across a swap.
+        # across a swap. A failed turn or a client that stopped ends the wait early.
         generation, deadline = 0, time.monotonic() + 300
-        while len(results) < 12 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and all(w.is_alive() for w in workers):
+            succeeded, failed = tally()
+            if succeeded >= 12 or failed:
+                break
             time.sleep(0.7)
             generation += 1
             tag, stt_url = f"g{generation}", stt_urls[generation % 2]
             gateway.apply(routes_to(stack, tag, stt_url, maxTokens=12))
     finally:
         stop.set()
+        # The turns in flight finish (and are recorded) within the turn timeout.
+        join_until = time.monotonic() + 150
         for worker in workers:
-            worker.join(timeout=120)
+            worker.join(timeout=max(0.0, join_until - time.monotonic()))
         gateway.stop()
 
-    failed = [r for r in results if r[1] not in (200, "done")]
-    assert failed == []
-    assert len(results) >= 12
+    hung = [w.name for w in workers if w.is_alive()]
+    assert hung == [], f"clients still in a turn after the join: {hung}"
+    with lock:
+        recorded = list(attempts)
+    failures = [f"{a.client}: {type(a.error).__name__}: {a.error}" for a in recorded if a.error]
+    assert failures == []
+    assert len(recorded) >= 12, f"only {len(recorded)} turns ran before the deadline"
+    # Every client kept turning: each finished turns of its own.
+    assert {a.client for a in recorded} == set(clients)
     # Each turn ran start to end on the routes it began with: one generation per turn.
     generations = []
-    for _, _, providers in results:
-        tags = {p["revision"].split("-")[1] for p in providers.values()}
-        assert len(tags) == 1, providers
+    for attempt in recorded:
+        assert attempt.providers is not None
+        tags = {p["revision"].split("-")[1] for p in attempt.providers.values()}
+        assert len(tags) == 1, attempt.providers
         generations.append(tags.pop())
     assert len(set(generations)) >= 3

@@ -1,10 +1,12 @@
-"""Pure parts of the gateway: the routes format, the sentence splitter, the circuit
-breaker, retry decisions, vendor error bodies, key scrubbing, PCM resampling."""
+"""Pure parts of the gateway: the routes format (also as the operator's own code renders
+it), the sentence splitter, the circuit breaker, retry decisions, vendor error bodies, key
+scrubbing, PCM resampling."""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +16,21 @@ from voice_engines.gateway.adapters.http import error_text, parse_retry_after
 from voice_engines.gateway.audio import PcmResampler
 from voice_engines.gateway.breaker import CircuitBreaker
 from voice_engines.gateway.keys import RedactingFilter, Secrets
-from voice_engines.gateway.routes import RoutesError, llm_settings, parse_routes
+from voice_engines.gateway.routes import (
+    Routes,
+    RoutesError,
+    StageRoute,
+    llm_settings,
+    parse_routes,
+    stt_settings,
+    tts_settings,
+)
 from voice_engines.gateway.sentences import SentenceSplitter
+from voice_operator.api.voiceagent import COMPONENTS, ComponentRevision, VoiceAgentSpec
+from voice_operator.plan.revisions import SecretPresence, desired_revision
+from voice_operator.render.meta import Owner
+from voice_operator.render.voiceagent import Agent, desired_gateway_deployment, desired_routes
+from voice_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
 
@@ -93,6 +108,183 @@ def test_optional_fields_parse() -> None:
     assert stt is not None and stt.fallback is not None
     assert [r.name for r in stt.candidates()] == ["internal", "deepgram"]
     assert stt.fallback.api_key_env == "DEEPGRAM_KEY"
+
+
+# What the operator renders, through its own code: a validated spec, each stage resolved
+# to a ComponentRevision (against its ModelAsset, or its vendor and key), the routes
+# ConfigMap, and the gateway Deployment that mounts the keys.
+OWNER = Owner("VoiceAgent", "support", "voice", "uid-1")
+ASSETS = {
+    "whisper": ("stt", "ggml", "model.bin"),
+    "smollm": ("llm", "gguf", "model.gguf"),
+    "joe": ("tts", "onnx", "joe.onnx"),
+}
+SECRETS = {
+    name: SecretPresence(True, frozenset({"api-key"}))
+    for name in ("deepgram", "groq", "elevenlabs", "openai")
+}
+
+
+def _asset(name: str) -> dict[str, Any]:
+    engine, fmt, main = ASSETS[name]
+    return {
+        "spec": {
+            "engine": engine,
+            "format": fmt,
+            "version": "v3",
+            "files": [{"url": "https://h/f", "sha256": "a" * 64, "path": main}]
+            + (
+                [{"url": "https://h/j", "sha256": "b" * 64, "path": main + ".json"}]
+                if fmt == "onnx"
+                else []
+            ),
+            "storage": {"size": "1Gi"},
+        },
+        "status": {
+            "currentVersion": "v3",
+            "claimName": f"{name}-models",
+            "versions": [{"version": "v3", "path": f"/{name}/v3", "mainFile": main, "format": fmt}],
+        },
+    }
+
+
+def _vendor(vendor: str, **fields: str) -> dict[str, Any]:
+    return {"vendor": vendor, "apiKeySecretRef": {"name": vendor, "key": "api-key"}, **fields}
+
+
+def _rendered(spec: dict[str, Any]) -> tuple[Routes, dict[str, Any]]:
+    """The routes the gateway parses from the operator's ConfigMap, and the operator's
+    gateway Deployment."""
+    agent = Agent(OWNER, VoiceAgentSpec.model_validate(spec))
+    assets: dict[str, dict[str, Any] | None] = {name: _asset(name) for name in ASSETS}
+    revisions: dict[str, ComponentRevision | None] = {}
+    fallbacks: dict[str, dict[str, Any]] = {}
+    keys: dict[str, dict[str, str]] = {}
+    for stage in COMPONENTS:
+        component = agent.spec.component(stage)
+        revision = desired_revision(stage, component, assets, SECRETS, OperatorSettings())
+        assert isinstance(revision, ComponentRevision), revision
+        revisions[stage] = revision
+        if component.external is not None:
+            ref = component.external.api_key_secret_ref
+            keys[stage] = {"name": ref.name, "key": ref.key}
+        if component.fallback is not None:
+            fallbacks[stage] = component.fallback.wire()
+            ref = component.fallback.api_key_secret_ref
+            keys[f"{stage}-fallback"] = {"name": ref.name, "key": ref.key}
+    configmap = desired_routes(agent, revisions, fallbacks)
+    deployment = desired_gateway_deployment(agent, keys, 1, OperatorSettings())
+    return parse_routes(configmap["data"]["routes.json"]), deployment
+
+
+def _mounted_key_files(deployment: dict[str, Any]) -> set[str]:
+    """The files the gateway pod sees in its keys volume."""
+    pod = deployment["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "keys"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "keys"]
+    return {
+        f"{mount['mountPath']}/{item['path']}"
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+
+
+def _wire(route: StageRoute | None) -> tuple[Any, ...]:
+    assert route is not None
+    return (route.provider, route.vendor, route.model, route.url, route.api_key_file)
+
+
+def test_the_gateway_parses_the_operators_internal_routes() -> None:
+    routes, deployment = _rendered(
+        {
+            "stt": {"model": "whisper", "settings": {"language": "de", "temperature": 0.2}},
+            "llm": {"model": "smollm", "settings": {"maxTokens": 64, "systemPrompt": "Be brief."}},
+            "tts": {"model": "joe", "settings": {"speed": 1.25}},
+        }
+    )
+    assert (routes.agent, routes.namespace) == ("support", "voice")
+    for stage, model in (("stt", "whisper"), ("llm", "smollm"), ("tts", "joe")):
+        route = routes.route(stage)  # type: ignore[arg-type]
+        assert _wire(route) == (
+            "internal",
+            None,
+            model,
+            f"http://support-{stage}.voice.svc:8080",
+            None,
+        )
+        assert route is not None
+        assert (route.name, route.model_version, route.fallback) == ("internal", "v3", None)
+        assert route.revision
+    stt, llm, tts = (routes.route(s) for s in ("stt", "llm", "tts"))
+    assert stt is not None and llm is not None and tts is not None
+    assert (stt_settings(stt).language, stt_settings(stt).temperature) == ("de", 0.2)
+    assert (llm_settings(llm).max_tokens, llm_settings(llm).system_prompt) == (64, "Be brief.")
+    assert tts_settings(tts).speed == 1.25
+    assert _mounted_key_files(deployment) == set()
+
+
+def test_the_gateway_parses_the_operators_vendor_routes_and_fallback() -> None:
+    routes, deployment = _rendered(
+        {
+            "stt": {
+                "provider": "external",
+                "external": _vendor("deepgram", model="nova-3"),
+                "settings": {"language": "en"},
+            },
+            "llm": {
+                "provider": "external",
+                "external": _vendor("groq", model="llama-3.1-8b-instant"),
+                "fallback": _vendor(
+                    "openai", model="gpt-4o-mini", url="https://llm.example.com/v1"
+                ),
+                "settings": {"maxTokens": 128, "temperature": 0.3},
+            },
+            "tts": {
+                "provider": "external",
+                "external": _vendor("elevenlabs", model="eleven_flash_v2_5", voice="Rachel"),
+            },
+        }
+    )
+    keys = "/var/run/secrets/voiceops"
+    stt, llm, tts = (routes.route(s) for s in ("stt", "llm", "tts"))
+    assert _wire(stt) == ("external", "deepgram", "nova-3", None, f"{keys}/stt/api-key")
+    assert _wire(llm) == (
+        "external",
+        "groq",
+        "llama-3.1-8b-instant",
+        None,
+        f"{keys}/llm/api-key",
+    )
+    assert _wire(tts) == (
+        "external",
+        "elevenlabs",
+        "eleven_flash_v2_5",
+        None,
+        f"{keys}/tts/api-key",
+    )
+    assert stt is not None and llm is not None and tts is not None
+    assert tts.voice == "Rachel"
+    assert stt.fallback is None and tts.fallback is None
+    assert llm.fallback is not None
+    assert _wire(llm.fallback) == (
+        "external",
+        "openai",
+        "gpt-4o-mini",
+        "https://llm.example.com/v1",
+        f"{keys}/llm-fallback/api-key",
+    )
+    assert [r.name for r in llm.candidates()] == ["groq", "openai"]
+    # The fallback runs with the stage's settings.
+    assert llm_settings(llm.fallback).max_tokens == llm_settings(llm).max_tokens == 128
+    assert stt_settings(stt).language == "en"
+    assert all(r.api_key_env is None for r in (stt, llm, tts, llm.fallback))
+    # Every key file a route names is one the gateway pod mounts.
+    assert _mounted_key_files(deployment) == {
+        f"{keys}/stt/api-key",
+        f"{keys}/llm/api-key",
+        f"{keys}/llm-fallback/api-key",
+        f"{keys}/tts/api-key",
+    }
 
 
 @pytest.mark.parametrize(

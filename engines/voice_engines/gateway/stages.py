@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import httpx
 
+from voice_engines.common.correlation import current_correlation_id
 from voice_engines.common.errors import ApiError
 from voice_engines.gateway import adapters
 from voice_engines.gateway.adapters.base import (
@@ -93,6 +94,8 @@ class Stages:
             connect_timeout=self.settings.gateway_connect_timeout,
             retries=self.settings.gateway_retries,
             retry_max_wait=self.settings.gateway_retry_max_wait,
+            # Read when the stage starts, inside the request's (or stream's) context.
+            request_id=current_correlation_id(),
         )
 
     def breaker(self, stage: Stage, route: StageRoute) -> CircuitBreaker:

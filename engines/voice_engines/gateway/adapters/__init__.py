@@ -13,7 +13,11 @@ from voice_engines.gateway.adapters.base import (
     TextToSpeech,
 )
 from voice_engines.gateway.adapters.http import api_key
-from voice_engines.gateway.adapters.internal import InternalSpeechToText, InternalTextToSpeech
+from voice_engines.gateway.adapters.internal import (
+    InternalSpeechToText,
+    InternalTextToSpeech,
+    engine_headers,
+)
 from voice_engines.gateway.routes import StageRoute, stt_settings, tts_settings
 
 
@@ -45,7 +49,12 @@ def chat_model(ctx: CallContext, route: StageRoute) -> ChatModel:
         assert route.url is not None
         # The engine serves whatever model it loaded, whatever the name says.
         return openai_compat.OpenAiChat(
-            ctx, "internal", f"{route.url.rstrip('/')}/v1", route.model or "local", None
+            ctx,
+            "internal",
+            f"{route.url.rstrip('/')}/v1",
+            route.model or "local",
+            None,
+            headers=engine_headers(ctx),
         )
     vendor = str(route.vendor)
     if vendor not in openai_compat.DEFAULT_BASE_URLS:

@@ -72,6 +72,9 @@ class CallContext:
     connect_timeout: float
     retries: int
     retry_max_wait: float
+    # The correlation id of the turn this call belongs to (the gateway request's, or the
+    # stream's), forwarded to our own engines so one turn's id shows in every log.
+    request_id: str | None = None
 
     def http_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=min(self.connect_timeout, self.timeout))

@@ -1,6 +1,10 @@
 """Our own engines (voice-stt, voice-llm, voice-tts) at the URL of their Service: the
 native /transcribe and /synthesize endpoints (which take the engine settings the routes
-carry) and the LLM's OpenAI-compatible chat completions (through openai_compat)."""
+carry) and the LLM's OpenAI-compatible chat completions (through openai_compat).
+
+Every call carries the turn's correlation id in X-Request-ID, the header the engines take
+their own correlation id from, so one turn's id shows in the gateway's and every engine's
+logs. Vendors get no such header, and our engines never get a key."""
 
 from __future__ import annotations
 
@@ -10,8 +14,14 @@ from typing import Any
 
 import httpx
 
+from voice_engines.common.correlation import REQUEST_ID_HEADER
 from voice_engines.gateway.adapters.base import CallContext, ProviderError, Transcript
 from voice_engines.gateway.adapters.http import iter_pcm, open_stream, request_json
+
+
+def engine_headers(ctx: CallContext) -> dict[str, str]:
+    """The headers of a call to one of our engines: the turn's correlation id."""
+    return {REQUEST_ID_HEADER: ctx.request_id} if ctx.request_id else {}
 
 
 class InternalSpeechToText:
@@ -31,6 +41,7 @@ class InternalSpeechToText:
                 f"{self.url}/transcribe",
                 data=form,
                 files={"file": ("audio.wav", wav, "audio/wav")},
+                headers=engine_headers(self.ctx),
                 timeout=self.ctx.http_timeout(),
             )
 
@@ -58,7 +69,11 @@ class InternalTextToSpeech:
 
         def build() -> httpx.Request:
             return self.ctx.client.build_request(
-                "POST", f"{self.url}/synthesize", json=body, timeout=self.ctx.http_timeout()
+                "POST",
+                f"{self.url}/synthesize",
+                json=body,
+                headers=engine_headers(self.ctx),
+                timeout=self.ctx.http_timeout(),
             )
 
         response = await open_stream(self.ctx, "internal", build, idempotent=True)

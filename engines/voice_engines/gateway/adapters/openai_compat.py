@@ -51,9 +51,17 @@ def _auth(key: str | None) -> dict[str, str]:
 
 class OpenAiChat:
     def __init__(
-        self, ctx: CallContext, provider: str, base: str, model: str, key: str | None
+        self,
+        ctx: CallContext,
+        provider: str,
+        base: str,
+        model: str,
+        key: str | None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.ctx, self.provider, self.base, self.model, self.key = ctx, provider, base, model, key
+        # Extra headers of every call (our LLM engine: the turn's correlation id).
+        self.headers = dict(headers or {})
 
     def _build(self, messages: list[Message], params: ChatParams) -> httpx.Request:
         body: dict[str, Any] = {
@@ -70,7 +78,7 @@ class OpenAiChat:
             "POST",
             f"{self.base}/chat/completions",
             json=body,
-            headers={**_auth(self.key), "Accept": "text/event-stream"},
+            headers={**self.headers, **_auth(self.key), "Accept": "text/event-stream"},
             timeout=self.ctx.http_timeout(),
         )
 
