@@ -7,8 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from fetchkit import VOICE_FETCH, ModelFile, entry, fetch_env, run_fetch
 from fileserver import FileServer
+
+pytestmark = pytest.mark.fetch
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

@@ -16,6 +16,8 @@ import pytest
 from fetchkit import ModelFile, entry, fetch_env, run_fetch
 from fileserver import FileServer
 
+pytestmark = pytest.mark.fetch
+
 STATUS_PATH = "/apis/voiceops.dev/v1alpha1/namespaces/voice/modelassets/joe/status"
 
 

@@ -64,6 +64,7 @@ def _ollama_env(dest: Path, binary: str, model: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.fetch
 def test_pull_into_the_version_folder(
     tmp_path: Path,
     ollama_bin: str,
@@ -101,6 +102,7 @@ def test_pull_into_the_version_folder(
     assert "nothing to pull" in rerun.stderr
 
 
+@pytest.mark.fetch
 def test_failed_pull_is_ollama_pull_failed_and_the_server_is_stopped(
     tmp_path: Path, ollama_bin: str, registry: OllamaRegistry
 ) -> None:
@@ -118,6 +120,7 @@ def test_failed_pull_is_ollama_pull_failed_and_the_server_is_stopped(
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+@pytest.mark.fetch
 def test_server_starts_on_loopback_and_stops(tmp_path: Path, ollama_bin: str) -> None:
     import httpx
 
@@ -128,6 +131,7 @@ def test_server_starts_on_loopback_and_stops(tmp_path: Path, ollama_bin: str) ->
         httpx.get(f"{host}/api/version")
 
 
+@pytest.mark.fetch
 def test_missing_binary_is_ollama_pull_failed(tmp_path: Path) -> None:
     run = run_fetch(
         fetch_env(tmp_path / "v1", OLLAMA_BIN=str(tmp_path / "no-ollama"), FETCH_OLLAMA_MODEL="x:1")
@@ -141,6 +145,7 @@ def test_missing_binary_is_ollama_pull_failed(tmp_path: Path) -> None:
     assert caught.value.reason is Reason.OLLAMA_PULL_FAILED
 
 
+@pytest.mark.unit
 def test_manifest_tree_skips_the_fetchers_own_and_partial_files(tmp_path: Path) -> None:
     (tmp_path / "blobs").mkdir()
     (tmp_path / "blobs" / "sha256-ab").write_bytes(b"layer")

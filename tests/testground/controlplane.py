@@ -1,14 +1,16 @@
 """A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler and kwok (simulated nodes and pods).
 
-Binaries come from $KUBEBUILDER_ASSETS when it names a folder holding them (the envtest
-convention), otherwise scripts/build-testground.sh builds them from their Go modules into a
+Each program comes from $KUBEBUILDER_ASSETS when that folder holds it (the envtest
+convention); scripts/build-testground.sh builds the others from their Go modules into a
 cache outside the repo.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import os
 import shutil
 import ssl
@@ -27,6 +29,7 @@ from testground.processes import KubectlError, Process, StartupError, free_port,
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-testground.sh"
 STAGES = Path(__file__).with_name("kwok-stages.yaml")
+log = logging.getLogger(__name__)
 PROGRAMS = (
     "etcd",
     "kube-apiserver",
@@ -36,6 +39,17 @@ PROGRAMS = (
     "kubectl",
     "helm",
 )
+# Which target of scripts/build-testground.sh builds each program, in the script's order.
+BUILD_TARGETS = ("etcd", "kubernetes", "kwok", "helm")
+BUILT_BY = {
+    "etcd": "etcd",
+    "kube-apiserver": "kubernetes",
+    "kube-controller-manager": "kubernetes",
+    "kube-scheduler": "kubernetes",
+    "kubectl": "kubernetes",
+    "kwok": "kwok",
+    "helm": "helm",
+}
 SERVICE_CIDR = "10.0.0.0/24"
 # Every request a ServiceAccount makes, at Metadata level: the least-privilege tests compare
 # what the operator's identity used with what its chart grants.
@@ -50,24 +64,67 @@ AUDIT_POLICY = {
 }
 
 
-def find_binaries() -> Path:
-    """The folder holding every program the plane needs, building what is missing."""
-    assets = os.environ.get("KUBEBUILDER_ASSETS")
-    if assets and all((Path(assets) / p).exists() for p in PROGRAMS):
-        return Path(assets)
+def _runnable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _build(targets: list[str]) -> Path:
+    """Run scripts/build-testground.sh for `targets` (a second run costs seconds); returns
+    the cache's assets folder it prints last."""
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "etcd", "kubernetes", "kwok", "helm"],
+        ["bash", str(BUILD_SCRIPT), *targets],
         check=False,
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         raise StartupError(f"building the control plane failed:\n{result.stderr[-4000:]}")
-    folder = Path(result.stdout.strip().splitlines()[-1])
-    missing = [p for p in PROGRAMS if not (folder / p).exists()]
-    if missing:
-        raise StartupError(f"{folder} lacks {missing} after the build")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _link_folder(sources: dict[str, Path], cache: Path) -> Path:
+    """A folder of symlinks, one per program, so callers keep using `folder / name`. Named
+    by what it points at, and relinked atomically, so concurrent sessions agree."""
+    key = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:12]
+    folder = cache / f"assets-mixed-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for program, source in sources.items():
+        link = folder / program
+        if link.is_symlink() and Path(os.readlink(link)) == source:
+            continue
+        tmp = folder / f".{program}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(source)
+        os.replace(tmp, link)
     return folder
+
+
+def find_binaries() -> Path:
+    """The folder holding every program the plane needs. Each program comes from
+    $KUBEBUILDER_ASSETS when it is there (a standard envtest folder holds etcd,
+    kube-apiserver and kubectl), the others from scripts/build-testground.sh's cache,
+    building only what that takes. Which came from where is logged at INFO."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    folder = Path(assets).expanduser().absolute() if assets else None
+    given = {p: folder / p for p in PROGRAMS if folder and _runnable(folder / p)}
+    missing = [p for p in PROGRAMS if p not in given]
+    if folder and not missing:
+        log.info("test ground: every program from KUBEBUILDER_ASSETS=%s", assets)
+        return folder
+    targets = [t for t in BUILD_TARGETS if any(BUILT_BY[p] == t for p in missing)]
+    built = _build(targets)
+    lacking = [p for p in missing if not _runnable(built / p)]
+    if lacking:
+        raise StartupError(f"{built} lacks {lacking} after the build")
+    if given:
+        log.info("test ground: %s from KUBEBUILDER_ASSETS=%s", ", ".join(given), assets)
+    elif assets:
+        log.info("test ground: KUBEBUILDER_ASSETS=%s holds none of %s", assets, PROGRAMS)
+    log.info("test ground: %s from the build cache %s", ", ".join(missing), built)
+    if not given:
+        return built
+    sources = {p: given.get(p, built / p) for p in PROGRAMS}
+    return _link_folder(sources, built.parent)
 
 
 def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict:
