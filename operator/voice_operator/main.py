@@ -4,11 +4,50 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import kopf
 import prometheus_client
+from prometheus_client.exposition import ThreadingWSGIServer
 
 import voice_operator.controllers.handlers  # noqa: F401  (registers the handlers)
+
+READINESS_PATH = "/readyz"
+
+
+def metrics_app(ready: threading.Event) -> WSGIApplication:
+    """prometheus_client's metrics app, plus `/readyz`: 200 once `ready` is set, else 503."""
+    metrics = prometheus_client.make_wsgi_app()
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != READINESS_PATH:
+            return metrics(environ, start_response)
+        ok = ready.is_set()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8")],
+        )
+        return [b"ready\n" if ok else b"not ready\n"]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes are not worth a log line each."""
+
+
+def serve_metrics(port: int, ready: threading.Event, addr: str = "0.0.0.0") -> WSGIServer:
+    """What prometheus_client.start_http_server does, with `/readyz` beside the metrics."""
+    server = make_server(
+        addr, port, metrics_app(ready), ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics-port",
         type=int,
         default=8080,
-        help="port of the operator's Prometheus metrics (0: none)",
+        help=f"port of the operator's Prometheus metrics and of {READINESS_PATH} (0: none)",
     )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("--verbose", action="store_true")
@@ -42,14 +81,23 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # kopf raises it once the startup handlers are done and it releases its watchers and
+    # workers; a cleanup handler lowers it again when the operator begins to stop.
+    ready = threading.Event()
+
+    @kopf.on.cleanup(id="readiness")
+    def not_ready(**_: Any) -> None:
+        ready.clear()
+
     if args.metrics_port:
-        prometheus_client.start_http_server(args.metrics_port)
+        serve_metrics(args.metrics_port, ready)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
         liveness_endpoint=args.liveness,
+        ready_flag=ready,
     )
 
 
