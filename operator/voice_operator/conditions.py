@@ -13,6 +13,10 @@ class EventSpec:
     type: str  # Normal | Warning
     reason: str
     message: str
+    # What the Event reports, for the operator's metrics: "Ready=True" for a condition's
+    # transition, the stage for a rollout step.
+    transition: str = ""
+    component: str = ""
 
 
 def set_condition(
@@ -66,6 +70,7 @@ def transition_events(before: list[Condition], after: list[Condition]) -> list[E
                 "Warning" if warning else "Normal",
                 new.reason,
                 f"{new.type}={new.status}: {new.message}",
+                transition=f"{new.type}={new.status}",
             )
         )
     return events

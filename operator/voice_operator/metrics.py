@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Histogram
+
+from voice_operator.conditions import EventSpec
 
 RECONCILES = Counter(
     "voice_operator_reconciles_total", "Reconciles run, by resource kind.", ["kind"]
@@ -29,3 +33,28 @@ ROLLOUTS = Counter(
 ROLLBACKS = Counter(
     "voice_operator_rollbacks_total", "Automatic rollbacks, by component.", ["component"]
 )
+
+
+# Events are recorded once per transition (status is what dedupes them), so counting them
+# counts downloads and rollouts without a second source of truth.
+_DOWNLOAD_OUTCOMES = {"Ready=True": "ready", "Failed=True": "failed"}
+_ROLLOUT_OUTCOMES = {
+    "RolloutStarted": "started",
+    "RolloutSucceeded": "succeeded",
+    "RolledBack": "failed",
+    "RolloutFailed": "failed",
+}
+
+
+def count_events(kind: str, events: Iterable[EventSpec]) -> None:
+    for event in events:
+        if kind == "ModelAsset":
+            if event.transition == "Downloading=True" and event.reason == "JobCreated":
+                DOWNLOADS.labels("started").inc()
+            elif outcome := _DOWNLOAD_OUTCOMES.get(event.transition):
+                DOWNLOADS.labels(outcome).inc()
+        elif kind == "VoiceAgent" and event.component:
+            if outcome := _ROLLOUT_OUTCOMES.get(event.reason):
+                ROLLOUTS.labels(event.component, outcome).inc()
+            if event.reason == "RolledBack":
+                ROLLBACKS.labels(event.component).inc()

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from voice_operator.kube import Kube
+from voice_operator.metrics import count_events
 from voice_operator.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -28,3 +29,4 @@ def execute(kube: Kube, plan: Plan, owner: dict[str, Any]) -> None:
         kube.patch_status(kind, name, namespace, plan.status_patch)
     for event in plan.events:
         kube.event(owner, event.type, event.reason, event.message)
+    count_events(kind, plan.events)
