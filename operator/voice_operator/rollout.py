@@ -6,9 +6,10 @@ the last revision that became healthy (`status.last_good`):
 - equal: steady; serve it.
 - internal desired: its Deployment rolls (maxUnavailable 0); the gateway keeps its route
   until the new revision is rolled out (and passed the probe), then last_good moves.
-- external desired: the gateway must mount the key first; then the route flips, and an
-  internal engine that served before is scaled to zero (kept for a fast switch back),
-  deleted after a grace period or the next spec change.
+- external desired: the gateway must mount the key first; then the route flips. An
+  internal engine that served before keeps running while the gateways load the new route
+  (`settle_seconds`), then is scaled to zero (kept for a fast switch back), and deleted
+  after a grace period or the next spec change.
 - failure (progress deadline, crash loop, probe): with autoRollback the Deployment and the
   route go back to last_good; either way the failed revision is not retried until the
   agent's spec changes (its generation moves).
@@ -84,6 +85,7 @@ class RolloutInput:
     now: datetime.datetime
     grace_seconds: float
     history_limit: int
+    settle_seconds: float = 0.0
 
 
 EngineAction = Literal["apply", "scale-to-zero", "keep", "delete"]
@@ -166,11 +168,33 @@ def _serve_last_good(
     return "keep", None
 
 
+def _retire_internal(
+    inp: RolloutInput, status: ComponentStatus
+) -> tuple[EngineAction, ComponentRevision | None, ComponentStatus, float | None]:
+    """The internal engine a switch to external left behind: it serves on until the
+    gateways have loaded the new route, then waits at zero replicas for a fast switch back,
+    and is deleted after the grace period or at the next spec change."""
+    if status.draining is not None:
+        moved = status.route_moved_at or inp.now
+        left = inp.settle_seconds - (inp.now - moved).total_seconds()
+        if left > 0:
+            return "apply", status.draining, status, left
+        scaled = status.model_copy(
+            update={
+                "draining": None,
+                "route_moved_at": None,
+                "scaled_down_at": inp.now,
+                "scaled_down_generation": status.scaled_down_generation or inp.generation,
+            }
+        )
+        return "scale-to-zero", status.draining, scaled, inp.grace_seconds
+    engine, status, again = _retire_scaled_down(inp, status)
+    return engine, None, status, again
+
+
 def _retire_scaled_down(
     inp: RolloutInput, status: ComponentStatus
 ) -> tuple[EngineAction, ComponentStatus, float | None]:
-    """An internal engine kept at zero after a switch to external: delete it after the grace
-    period or at the next spec change."""
     if status.scaled_down_at is None:
         return "keep", status, None
     waited = (inp.now - status.scaled_down_at).total_seconds()
@@ -223,10 +247,10 @@ def _steady(
 ) -> RolloutStep:
     status = status.model_copy(update={"failed": None, "probe_failures": 0})
     if desired.provider == "external":
-        engine, status, again = _retire_scaled_down(inp, status)
+        engine, engine_rev, status, again = _retire_internal(inp, status)
         return RolloutStep(
             engine,
-            None,
+            engine_rev,
             desired,
             _with_serving(status, desired, 0),
             "Serving",
@@ -310,6 +334,7 @@ def _succeed(
             "Normal",
             "RolloutSucceeded",
             f"{inp.component} revision {rev} is serving: {_summary(desired)}",
+            component=inp.component,
         )
     ]
     if previous is not None and previous.provider != desired.provider:
@@ -318,6 +343,7 @@ def _succeed(
                 "Normal",
                 "RouteSwitched",
                 f"{inp.component} route: {_summary(previous)} -> {_summary(desired)}",
+                component=inp.component,
             )
         )
     return RolloutStep(
@@ -347,13 +373,21 @@ def _switch_to_external(
             "WaitingForGateway",
             f"waiting for the gateway to mount the {inp.component} API key",
         )
-    # Route first, then scale the internal engine to zero (kept for a fast switch back).
+    # Route first; the internal engine drains, then goes to zero (see _retire_internal).
     if good is not None and good.provider == "internal":
-        extra = {"scaled_down_at": inp.now, "scaled_down_generation": inp.generation}
-        step = _succeed(inp, status, desired, rev, 0, "scale-to-zero", good, extra)
-        step.requeue_after = inp.grace_seconds
+        extra = {
+            "draining": good,
+            "route_moved_at": inp.now,
+            # The switch's generation: a later spec change ends the fast-switch-back window.
+            "scaled_down_generation": inp.generation,
+        }
+        step = _succeed(inp, status, desired, rev, 0, "apply", good, extra)
+        step.requeue_after = inp.settle_seconds
         return step
-    return _succeed(inp, status, desired, rev, 0, "keep", None)
+    engine, engine_rev, status, again = _retire_internal(inp, status)
+    step = _succeed(inp, status, desired, rev, 0, engine, engine_rev)
+    step.requeue_after = again
+    return step
 
 
 def _roll_out_internal(
@@ -384,7 +418,12 @@ def _roll_out_internal(
     if failure is not None:
         return _fail(inp, status, desired, rev, ready, *failure)
     if rolled_out and inp.probe_passed is not False:
-        extra = {"scaled_down_at": None, "scaled_down_generation": None}
+        extra = {
+            "scaled_down_at": None,
+            "scaled_down_generation": None,
+            "draining": None,
+            "route_moved_at": None,
+        }
         return _succeed(inp, status, desired, rev, ready, "apply", desired, extra)
     step = RolloutStep(
         "apply",
@@ -403,6 +442,7 @@ def _roll_out_internal(
                 "Normal",
                 "RolloutStarted",
                 f"{inp.component}: {_summary(good)} -> {_summary(desired)} (revision {rev})",
+                component=inp.component,
             )
         )
     return step
@@ -443,6 +483,7 @@ def _fail(
                 "RolledBack",
                 f"{inp.component} revision {rev} failed: {reason}: {message}; rolled back to "
                 f"revision {status.last_good_revision} ({_summary(good)})",
+                component=inp.component,
             )
         )
     else:
@@ -453,6 +494,7 @@ def _fail(
                 "RolloutFailed",
                 f"{inp.component} revision {rev} failed: {reason}: "
                 f"{message}; not rolled back ({why})",
+                component=inp.component,
             )
         )
     return step

@@ -43,4 +43,11 @@ class OperatorSettings(BaseSettings):
         description="How long an internal engine is kept at zero replicas after a switch to "
         "an external provider, for a fast switch back.",
     )
+    route_settle_seconds: float = Field(
+        default=90.0,
+        ge=0.0,
+        description="After a route moves away from an internal engine, how long the engine "
+        "keeps serving before it is scaled to zero: the kubelet refreshes the gateway's "
+        "mounted routes file within about a minute, and turns in flight must finish.",
+    )
     history_limit: int = Field(default=10, ge=1, le=100, description="Revisions kept per stage.")

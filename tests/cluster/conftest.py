@@ -36,6 +36,8 @@ def operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "VOICE_OPERATOR_ENGINE_TOLERATIONS", json.dumps([{**KWOK_TAINT, "operator": "Equal"}])
     )
     monkeypatch.setenv("VOICE_OPERATOR_RESYNC_SECONDS", "30")
+    # Engines left by a switch to external drain for a few seconds, not the default 90.
+    monkeypatch.setenv("VOICE_OPERATOR_ROUTE_SETTLE_SECONDS", "3")
 
 
 @pytest.fixture

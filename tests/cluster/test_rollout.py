@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, watch
+from prometheus_client import REGISTRY
 from testground import Cluster
 from testground.harness import (
     Operator,
     ServedModel,
+    asset_manifest,
     condition,
     make_ready_asset,
     run_fetch_job,
@@ -240,8 +242,15 @@ def _api(setup: Setup) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(setup.cluster.kubeconfig))
 
 
+def _count(name: str, **labels: str) -> float:
+    """An operator metric as its /metrics would show it (the operator runs in-process)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_version_bump_rolls_out_and_keeps_the_old_version(serving: Setup):
     before = serving.stage("stt")
+    downloads = _count("voice_operator_downloads_total", outcome="ready")
+    rollouts = _count("voice_operator_rollouts_total", component="stt", outcome="succeeded")
     serving.bump("whisper", "v2")
     obj = serving.wait(
         "stt serving v2", lambda o: o["status"]["components"]["stt"]["modelVersion"] == "v2"
@@ -256,12 +265,15 @@ def test_version_bump_rolls_out_and_keeps_the_old_version(serving: Setup):
     assert [v["version"] for v in asset["status"]["versions"]] == ["v2", "v1"]
     assert [h["result"] for h in stt["history"][:2]] == ["Serving", "Superseded"]
     assert serving.events("RolloutSucceeded")
+    assert _count("voice_operator_downloads_total", outcome="ready") > downloads
+    assert _count("voice_operator_rollouts_total", component="stt", outcome="succeeded") > rollouts
 
 
 def test_failed_version_bump_rolls_back_and_is_not_retried(serving: Setup):
     spec_before = serving.agent()["spec"]
     good = serving.stage("stt")
     routes_before = serving.kube.get("ConfigMap", "support-routes", serving.namespace)
+    rollbacks = _count("voice_operator_rollbacks_total", component="stt")
 
     serving.bump("whisper", "never-ready")  # a version whose pods never become ready
     obj = serving.wait_condition("RolledBack", "True", "ProgressDeadlineExceeded", timeout=120)
@@ -280,6 +292,7 @@ def test_failed_version_bump_rolls_back_and_is_not_retried(serving: Setup):
     [warning] = serving.events("RolledBack")
     assert warning["type"] == "Warning"
     assert "ProgressDeadlineExceeded" in warning["message"]
+    assert _count("voice_operator_rollbacks_total", component="stt") == rollbacks + 1
 
     # The user's spec is untouched, and we never wrote anything but status.
     after = serving.agent()
@@ -323,6 +336,35 @@ def test_failed_version_bump_rolls_back_and_is_not_retried(serving: Setup):
         if j["metadata"]["labels"].get("app.kubernetes.io/component") == "fetch"
     }
     assert not new_jobs - jobs_before
+
+
+def test_failed_model_version_degrades_the_agent_and_the_old_one_serves(serving: Setup):
+    good = serving.stage("stt")
+    broken = asset_manifest(serving.namespace, "whisper", serving.models, "v2")
+    broken["spec"]["files"][0]["sha256"] = "0" * 64
+    serving.cluster.apply(broken)
+    job = wait_for(
+        "v2 download Job",
+        lambda: [
+            j
+            for j in serving.kube.list(
+                "Job", serving.namespace, labels={"voiceops.dev/asset": "whisper"}
+            )
+            if j["metadata"]["labels"].get("voiceops.dev/version") == "v2"
+        ],
+    )[0]
+    assert run_fetch_job(job, serving.volume, serving.cluster).returncode == 3
+    obj = serving.wait_condition("Degraded", "True", "ModelVersionFailed")
+    message = condition(obj, "Degraded")["message"]
+    assert "whisper version v2 failed (ChecksumMismatch); still serving v1" in message
+    assert condition(obj, "Ready")["status"] == "True"
+    assert obj["status"]["components"]["stt"]["revision"] == good["revision"]
+    assert serving.template_revision("stt") == good["revision"]
+    assert any(e["reason"] == "ModelVersionFailed" for e in serving.events("ModelVersionFailed"))
+
+    # Pointing the asset back at v1 heals the agent.
+    serving.cluster.apply(asset_manifest(serving.namespace, "whisper", serving.models, "v1"))
+    serving.wait_condition("Degraded", "False")
 
 
 def test_crash_looping_revision_rolls_back(serving: Setup):
@@ -468,6 +510,9 @@ def test_restart_mid_rolling_update_reaches_the_same_end_state(serving: Setup):
 def test_restart_between_route_flip_and_scale_down(serving: Setup, recorder: Recorder):
     serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
     wait_for("route flipped", lambda: serving.routes()["llm"]["provider"] == "external", poll=0.02)
+    # The engine still serves while the gateways load the new route: stop in that window.
+    llm = serving.kube.get("Deployment", "support-llm", serving.namespace)
+    assert llm["spec"]["replicas"] == 1
     serving.operator.stop()
     serving.operator.start()
     serving.wait(

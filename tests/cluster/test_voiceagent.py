@@ -251,6 +251,7 @@ def test_external_stage_uses_the_secret_and_never_copies_the_key(
     routes = json.loads(kube.get("ConfigMap", "support-routes", namespace)["data"]["routes.json"])
     assert routes["stages"]["llm"]["provider"] == "external"
     assert routes["stages"]["llm"]["apiKeyFile"] == "/var/run/secrets/voiceops/llm/api-key"
+    assert routes["stages"]["llm"]["secretRef"] == {"name": "groq", "key": "api-key"}
     gateway = kube.get("Deployment", "support-gateway", namespace)
     [keys] = [v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys"]
     assert keys["projected"]["sources"] == [

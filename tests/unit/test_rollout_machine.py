@@ -214,11 +214,44 @@ def test_probe_failures_up_to_the_threshold_then_roll_back():
 
 
 def test_internal_to_external_flips_the_route_first_then_scales_to_zero():
-    s = step(EXT, good(V1), deployment(V1))
-    assert (s.state, s.route, s.engine, s.engine_revision) == ("Serving", EXT, "scale-to-zero", V1)
-    assert s.status.scaled_down_at == NOW
-    assert s.requeue_after == 600
+    # The route flips; the engine keeps serving while the gateways load the new route.
+    s = step(EXT, good(V1), deployment(V1), settle_seconds=90)
+    assert (s.state, s.route, s.engine, s.engine_revision) == ("Serving", EXT, "apply", V1)
+    assert (s.status.draining, s.status.route_moved_at, s.status.scaled_down_at) == (V1, NOW, None)
+    assert s.requeue_after == 90
     assert [e.reason for e in s.events] == ["RolloutSucceeded", "RouteSwitched"]
+
+    # Within the settle time nothing moves; no second flip, no second Event.
+    later = NOW + datetime.timedelta(seconds=60)
+    s = step(EXT, s.status, deployment(V1), settle_seconds=90, now=later)
+    assert (s.state, s.route, s.engine, s.engine_revision) == ("Serving", EXT, "apply", V1)
+    assert s.requeue_after == 30
+    assert s.events == []
+
+    # Then the engine goes to zero, kept for the grace period.
+    later = NOW + datetime.timedelta(seconds=91)
+    s = step(EXT, s.status, deployment(V1), settle_seconds=90, now=later)
+    assert (s.state, s.route, s.engine, s.engine_revision) == ("Serving", EXT, "scale-to-zero", V1)
+    assert (s.status.draining, s.status.scaled_down_at) == (None, later)
+    assert s.requeue_after == 600
+    s = step(EXT, s.status, deployment(V1, replicas=0, ready=0), now=later)
+    assert (s.engine, s.events) == ("keep", [])
+
+
+def test_a_spec_change_while_draining_deletes_the_engine_once_drained():
+    s = step(EXT, good(V1), deployment(V1), settle_seconds=90)
+    later = NOW + datetime.timedelta(seconds=91)
+    s = step(EXT, s.status, deployment(V1), settle_seconds=90, now=later, generation=6)
+    assert s.engine == "scale-to-zero"
+    s = step(EXT, s.status, deployment(V1, replicas=0, ready=0), now=later, generation=6)
+    assert s.engine == "delete"
+
+
+def test_switching_back_while_the_engine_drains_needs_no_new_pods():
+    s = step(EXT, good(V1), deployment(V1), settle_seconds=90)
+    s = step(V1, s.status, deployment(V1), settle_seconds=90, generation=6)
+    assert (s.state, s.route, s.engine, s.engine_revision) == ("Serving", V1, "apply", V1)
+    assert s.status.draining is None
 
 
 def test_external_switch_waits_for_the_gateway_to_mount_the_key():

@@ -328,6 +328,14 @@ class ComponentStatus(StatusModel):
     ready_replicas: int = Field(default=0, description="Ready engine pods.")
     serving: str | None = Field(default=None, description="Summary for kubectl get.")
     endpoint: str | None = Field(default=None, description="Where the gateway sends this stage.")
+    draining: ComponentRevision | None = Field(
+        default=None,
+        description="The internal revision the route just left: it keeps running until every "
+        "gateway pod has had time to load the new route, then it is scaled to zero.",
+    )
+    route_moved_at: datetime | None = Field(
+        default=None, description="When the route left the draining revision."
+    )
     scaled_down_at: datetime | None = Field(
         default=None,
         description="When the internal engine was scaled to zero after a switch to external.",

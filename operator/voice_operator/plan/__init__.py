@@ -38,7 +38,21 @@ def field_errors(error: ValidationError, prefix: str = "spec") -> str:
 
 
 def status_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
-    """A merge patch turning `before` into `after` at the top level of .status, or None."""
-    patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
-    patch.update({k: None for k in before if k not in after})
+    """A JSON merge patch (RFC 7386) turning .status `before` into `after`, or None."""
+    patch = _merge_diff(before, after)
     return {"status": patch} if patch else None
+
+
+def _merge_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    # A merge patch merges nested objects, so a field cleared deep inside (a stage's
+    # `draining`) must be sent as null at its own level, or the apiserver keeps it.
+    patch: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if nested := _merge_diff(old, value):
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
+    patch.update({k: None for k in before if k not in after})
+    return patch

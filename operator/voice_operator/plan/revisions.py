@@ -59,6 +59,9 @@ def _internal(
     status = ModelAssetStatus.model_validate(asset.get("status") or {})
     version = next((v for v in status.versions if v.version == status.current_version), None)
     if version is None or not status.claim_name:
+        failure = model_failure(asset)
+        if failure:
+            return Blocked("Degraded", "ModelVersionFailed", failure)
         return Blocked(
             "Progressing", "ModelNotReady", f"ModelAsset {name} has no Ready version yet"
         )
@@ -79,6 +82,21 @@ def _internal(
         resources=spec.resources.wire() if spec.resources else None,
         pod_annotations=dict(spec.pod_annotations or {}),
     )
+
+
+def model_failure(asset: dict[str, Any] | None) -> str | None:
+    """Why the asset's spec.version failed to download, if it did: agents keep serving the
+    version they have, but a version bump that will never arrive is news."""
+    if asset is None:
+        return None
+    status = ModelAssetStatus.model_validate(asset.get("status") or {})
+    failed = next((c for c in status.conditions if c.type == "Failed"), None)
+    if failed is None or failed.status != "True":
+        return None
+    name = asset["metadata"]["name"]
+    version = (asset.get("spec") or {}).get("version")
+    serving = f"; still serving {status.current_version}" if status.current_version else ""
+    return f"ModelAsset {name} version {version} failed ({failed.reason}){serving}"
 
 
 def _external(

@@ -22,7 +22,7 @@ from voice_operator.api.voiceagent import (
 )
 from voice_operator.conditions import set_condition, transition_events
 from voice_operator.plan import Plan, field_errors, status_patch
-from voice_operator.plan.revisions import SecretPresence, desired_revision
+from voice_operator.plan.revisions import SecretPresence, desired_revision, model_failure
 from voice_operator.render.meta import ANNOTATION_REVISION, LABEL_COMPONENT, Owner
 from voice_operator.render.voiceagent import (
     Agent,
@@ -172,6 +172,7 @@ def _conditions(
     status: VoiceAgentStatus,
     steps: dict[ComponentName, RolloutStep],
     gateway_ok: bool,
+    model_failures: dict[ComponentName, str],
 ) -> list[Condition]:
     gen, now = obs.generation, obs.now
     conditions = status.conditions
@@ -223,6 +224,11 @@ def _conditions(
         c, s = bad
         conditions = set_condition(
             conditions, "Degraded", "True", s.reason, f"{c}: {s.message}", gen, now
+        )
+    elif model_failures:
+        c, message = next(iter(model_failures.items()))
+        conditions = set_condition(
+            conditions, "Degraded", "True", "ModelVersionFailed", f"{c}: {message}", gen, now
         )
     else:
         conditions = set_condition(
@@ -283,9 +289,14 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
     mounted = mounted_keys(gateway)
 
     steps: dict[ComponentName, RolloutStep] = {}
+    model_failures: dict[ComponentName, str] = {}
     for c in COMPONENTS:
         component_spec = spec.component(c)
         desired = desired_revision(c, component_spec, obs.assets, obs.secrets, settings)
+        if component_spec.provider == "internal" and component_spec.model:
+            failure = model_failure(obs.assets.get(component_spec.model))
+            if failure:
+                model_failures[c] = failure
         old = getattr(status.components, c) or ComponentStatus()
         rev = revision_of(desired) if isinstance(desired, ComponentRevision) else None
         probe_configured = spec.rollout.probe is not None
@@ -306,6 +317,7 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
                 generation=obs.generation,
                 now=obs.now,
                 grace_seconds=settings.scale_down_grace_seconds,
+                settle_seconds=settings.route_settle_seconds,
                 history_limit=settings.history_limit,
             )
         )
@@ -330,7 +342,7 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
         if step.state == "RollingOut":
             plan.requeue(30.0)  # a safety net; Deployment events normally wake us first
     new = VoiceAgentStatus(
-        conditions=_conditions(obs, status, steps, gateway_ok),
+        conditions=_conditions(obs, status, steps, gateway_ok, model_failures),
         components=ComponentsStatus(**components),
         gateway=GatewayStatus(
             url=gateway_url(agent),

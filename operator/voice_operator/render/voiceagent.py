@@ -216,6 +216,9 @@ def _vendor(external: dict[str, Any], key_file: str) -> dict[str, Any]:
         "model": external.get("model"),
         "url": external.get("url"),
         "voice": external.get("voice"),
+        # Where the key comes from, for people reading the ConfigMap; the gateway reads
+        # the file mounted from that Secret. Never the value.
+        "secretRef": external.get("apiKeySecretRef"),
         "apiKeyFile": key_file,
     }
 

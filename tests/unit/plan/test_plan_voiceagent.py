@@ -243,6 +243,7 @@ def test_a_fallback_vendor_is_routed_once_its_key_exists():
         "model": "nova-3",
         "url": None,
         "voice": None,
+        "secretRef": {"name": "dg", "key": "token"},
         "apiKeyFile": "/var/run/secrets/voiceops/stt-fallback/api-key",
         "revision": _routes(p)["stt"]["fallback"]["revision"],
         "settings": {"threads": 2, "temperature": 0, "language": "en"},
@@ -267,3 +268,42 @@ def test_the_serving_vendor_key_stays_mounted_while_switching_back_to_internal()
     p = plan_voice_agent(observe(spec(), status), SETTINGS)
     paths = [i["path"] for src in _key_sources(p) for i in src["secret"]["items"]]
     assert paths == ["llm/api-key"]
+
+
+def _failed(a: dict, version: str, current: bool) -> dict:
+    """`a` with spec.version bumped to a version whose download failed."""
+    status = {
+        **(a["status"] if current else {}),
+        "conditions": [
+            {"type": "Failed", "status": "True", "reason": "ChecksumMismatch", "message": "x"}
+        ],
+    }
+    return {
+        "metadata": {"name": "whisper"},
+        "spec": {**a["spec"], "version": version},
+        "status": status,
+    }
+
+
+def test_a_failed_model_version_is_degraded_while_the_old_one_serves():
+    assets = {n: asset(n) for n in FORMATS} | {"whisper": _failed(asset("whisper"), "v2", True)}
+    p = plan_voice_agent(observe(spec(), assets=assets), SETTINGS)
+    conditions = {c["type"]: c for c in p.status_patch["status"]["conditions"]}
+    degraded = conditions["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "ModelVersionFailed")
+    assert "whisper version v2 failed (ChecksumMismatch); still serving v1" in degraded["message"]
+    stt = next(o for o in p.apply if o["metadata"]["name"] == "support-stt")
+    env = {e["name"]: e["value"] for e in stt["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "/whisper/v1/" in env["STT_MODEL_PATH"]
+
+
+def test_a_first_version_that_failed_is_degraded_not_waiting_forever():
+    assets = {n: asset(n) for n in FORMATS} | {"whisper": _failed(asset("whisper"), "v1", False)}
+    p = plan_voice_agent(observe(spec(), assets=assets), SETTINGS)
+    conditions = {c["type"]: c for c in p.status_patch["status"]["conditions"]}
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == (
+        "True",
+        "ModelVersionFailed",
+    )
+    assert conditions["Progressing"]["reason"] != "ModelNotReady"  # others are rolling out
+    assert "Deployment/support-stt" not in names(p)
