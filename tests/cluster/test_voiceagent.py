@@ -121,6 +121,15 @@ def test_agent_becomes_engines_gateway_and_routes(
     assert routes["stages"]["llm"]["url"] == f"http://support-llm.{namespace}.svc:8080"
     assert routes["stages"]["llm"]["modelVersion"] == "v1"
 
+    # kopf keeps no state on our objects: no progress or diff-base annotations, no
+    # finalizer (owner references do the cleanup).
+    agent = kube.get("VoiceAgent", "support", namespace)
+    assert not [k for k in agent["metadata"].get("annotations", {}) if "kopf" in k]
+    assert not agent["metadata"].get("finalizers")
+    for name in ("whisper", "smollm", "joe"):
+        model = kube.get("ModelAsset", name, namespace)
+        assert not [k for k in model["metadata"].get("annotations", {}) if "kopf" in k], name
+
     status = obj["status"]
     assert status["gateway"]["url"] == f"http://support-gateway.{namespace}.svc:8080"
     assert status["components"]["tts"]["serving"] == "internal joe@v1"

@@ -18,7 +18,8 @@ def versions_in_use(agents: list[dict[str, Any]], asset: str) -> frozenset[str]:
                 continue
             if component.model == asset and component.model_version:
                 used.add(component.model_version)
-            good = component.last_good
-            if good and good.model == asset and good.model_version:
-                used.add(good.model_version)
+            # What rolls back to, and an engine still draining after a switch to a vendor.
+            for rev in (component.last_good, component.draining):
+                if rev and rev.model == asset and rev.model_version:
+                    used.add(rev.model_version)
     return frozenset(used)
