@@ -52,7 +52,12 @@ def namespace(
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{slug}-{uuid.uuid4().hex[:5]}"
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"testground": "true"}}})
+    # The restricted Pod Security Standard is enforced: a pod we render that breaks it is
+    # refused by the real admission plugin, and the test waiting for it fails. Modules
+    # whose own test pods are bare set POD_SECURITY.
+    level = getattr(request.module, "POD_SECURITY", "restricted")
+    labels = {"testground": "true", "pod-security.kubernetes.io/enforce": level}
+    core.create_namespace({"metadata": {"name": name, "labels": labels}})
     # Pods can't be created before the controller-manager made the default ServiceAccount.
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
     yield name

@@ -9,6 +9,8 @@ import pytest
 from testground import CRASH_LOOP, NEVER_READY, Cluster, kwok_placement
 
 pytestmark = pytest.mark.cluster
+# These tests check the test ground itself with bare pods, not our rendered ones.
+POD_SECURITY = "privileged"
 
 
 def deployment(name: str, *, annotations: dict | None = None, deadline: int = 600) -> dict:
@@ -163,3 +165,25 @@ def test_claims_bind_and_pods_using_them_run(cluster: Cluster, namespace: str):
         "wait", "-n", namespace, "--for=jsonpath={.status.phase}=Bound", "pvc/data", "--timeout=60s"
     )
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/reader", "--timeout=60s")
+
+
+def test_namespaces_enforce_the_restricted_pod_security_standard(cluster: Cluster, namespace: str):
+    """Other modules' namespaces refuse pods that break the restricted standard, so our
+    rendered pods are checked by the real admission plugin."""
+    name = f"{namespace}-restricted"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+        bare = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "bare", "namespace": name},
+            "spec": {"containers": [{"name": "c", "image": "example.invalid/c:1"}]},
+        }
+        refused = cluster.kubectl(
+            "apply", "--server-side", "-f", "-", input=json.dumps(bare), check=False
+        )
+        assert refused.returncode != 0
+        assert "violates PodSecurity" in refused.stderr
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false")
