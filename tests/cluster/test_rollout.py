@@ -542,3 +542,60 @@ def _asset_with_version(setup: Setup, name: str, version: str) -> dict:
         "metadata": {"name": name, "namespace": setup.namespace},
         "spec": {**current["spec"], "version": version},
     }
+
+
+def test_restart_while_a_failing_revision_rolls_out_still_rolls_back(serving: Setup):
+    good = serving.stage("stt")["revision"]
+    serving.bump("whisper", "never-ready")
+    wait_for(
+        "template changed", lambda: serving.template_revision("stt") != good, timeout=30, poll=0.05
+    )
+    # Down while the deadline passes: the failure is found from the Deployment's status.
+    serving.operator.stop()
+    wait_for(
+        "the progress deadline exceeded",
+        lambda: any(
+            c["type"] == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            for c in (serving.kube.get("Deployment", "support-stt", serving.namespace) or {})
+            .get("status", {})
+            .get("conditions", [])
+        ),
+        timeout=60,
+    )
+    serving.operator.start()
+    obj = serving.wait_condition("RolledBack", "True", "ProgressDeadlineExceeded", timeout=90)
+    assert obj["status"]["components"]["stt"]["revision"] == good
+    assert serving.template_revision("stt") == good
+    time.sleep(3)
+    assert len(serving.events("RolledBack")) == 1
+
+
+def test_restart_while_switching_back_to_internal(serving: Setup, recorder: Recorder):
+    serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
+    serving.wait(
+        "llm external", lambda o: o["status"]["components"]["llm"]["provider"] == "external"
+    )
+    serving.operator.stop()
+    # The switch back is asked for while the operator is down, and it stops again midway.
+    serving.cluster.apply(agent_manifest(serving.namespace))
+    serving.operator.start()
+    wait_for(
+        "the engine scaled back up",
+        lambda: (
+            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
+            == 1
+        ),
+        poll=0.02,
+    )
+    serving.operator.stop()
+    serving.operator.start()
+    serving.wait(
+        "llm internal",
+        lambda o: (
+            o["status"]["components"]["llm"]["provider"] == "internal"
+            and condition(o, "Ready")["status"] == "True"
+        ),
+    )
+    time.sleep(2)
+    assert recorder.flips() == ["internal", "external", "internal"]  # no double flip
+    assert len(serving.events("RouteSwitched")) == 2
