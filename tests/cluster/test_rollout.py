@@ -22,6 +22,7 @@ from testground.harness import (
     asset_manifest,
     condition,
     make_ready_asset,
+    operator_process,
     run_fetch_job,
     wait_for,
 )
@@ -599,3 +600,62 @@ def test_restart_while_switching_back_to_internal(serving: Setup, recorder: Reco
     time.sleep(2)
     assert recorder.flips() == ["internal", "external", "internal"]  # no double flip
     assert len(serving.events("RouteSwitched")) == 2
+
+
+def test_operator_killed_mid_rollout_and_mid_drain_reaches_the_same_end_state(
+    serving: Setup, recorder: Recorder, tmp_path: Path
+):
+    """SIGKILL, not a stop: no handler finishes, whatever was half-applied stays so."""
+    serving.operator.stop()
+    log = tmp_path / "operator.log"
+
+    def start():
+        proc = operator_process(serving.namespace, serving.operator.kubeconfig, log)
+        proc.start()
+        return proc
+
+    proc = start()
+    try:
+        good = serving.stage("stt")["revision"]
+        serving.bump("whisper", "v2")
+        wait_for(
+            "template changed",
+            lambda: serving.template_revision("stt") != good,
+            timeout=30,
+            poll=0.02,
+        )
+        proc.popen.kill()
+        proc.popen.wait(10)
+        proc = start()
+        obj = serving.wait(
+            "stt on v2",
+            lambda o: (
+                o["status"]["components"]["stt"]["modelVersion"] == "v2"
+                and condition(o, "Ready")["status"] == "True"
+            ),
+        )
+        stt = obj["status"]["components"]["stt"]
+        assert [h["result"] for h in stt["history"]].count("Serving") == 1
+        assert stt["lastGoodRevision"] == serving.template_revision("stt")
+
+        serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
+        wait_for(
+            "route flipped", lambda: serving.routes()["llm"]["provider"] == "external", poll=0.02
+        )
+        proc.popen.kill()
+        proc.popen.wait(10)
+        llm = serving.kube.get("Deployment", "support-llm", serving.namespace)
+        assert llm["spec"]["replicas"] == 1  # killed while the engine drains
+        proc = start()
+        wait_for(
+            "engine at zero",
+            lambda: (
+                serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
+                == 0
+            ),
+        )
+        time.sleep(2)
+        assert recorder.flips() == ["internal", "external"]  # no double flip
+        assert len(serving.events("RouteSwitched")) == 1
+    finally:
+        proc.stop()

@@ -20,6 +20,7 @@ from typing import Any
 from kopf.testing import KopfRunner
 
 from testground import Cluster
+from testground.processes import Process, free_port
 from voice_operator.kube import Kube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +116,25 @@ class Operator:
     @property
     def output(self) -> str:
         return "".join(self.outputs)
+
+
+def operator_process(namespace: str, kubeconfig: Path, log_path: Path) -> Process:
+    """The real `voice-operator` program watching one namespace as the chart's
+    ServiceAccount: a process the tests can SIGKILL, as a crash or an OOM kill would."""
+    return Process(
+        "voice-operator",
+        [
+            str(VENV_BIN / "voice-operator"),
+            "--namespace",
+            namespace,
+            "--metrics-port",
+            "0",
+            "--liveness",
+            f"http://127.0.0.1:{free_port()}/healthz",
+        ],
+        log_path,
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
 
 
 def _digest(path: Path) -> str:
