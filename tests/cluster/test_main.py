@@ -5,7 +5,6 @@ after a reconcile, and a clean stop on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from testground import Cluster
-from testground.harness import VENV_BIN, wait_for
+from testground.harness import ServedModel, asset_manifest, operator_process, wait_for
 from testground.processes import free_port
 
 from voice_operator.kube import Kube
@@ -36,29 +35,6 @@ def http_get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
     except OSError:
         return 0, ""
-
-
-def minimal_asset(namespace: str) -> dict:
-    """test_modelasset's voice asset; nothing downloads it, a reconcile is all it needs."""
-    return {
-        "apiVersion": "voiceops.dev/v1alpha1",
-        "kind": "ModelAsset",
-        "metadata": {"name": "joe", "namespace": namespace},
-        "spec": {
-            "engine": "tts",
-            "format": "onnx",
-            "version": "v1",
-            "files": [
-                {"url": "http://127.0.0.1:9/joe.onnx", "sha256": "a" * 64, "path": "joe.onnx"},
-                {
-                    "url": "http://127.0.0.1:9/joe.onnx.json",
-                    "sha256": "b" * 64,
-                    "path": "joe.onnx.json",
-                },
-            ],
-            "storage": {"size": "1Gi"},
-        },
-    }
 
 
 def reconciles(metrics: str, kind: str) -> float:
@@ -100,26 +76,22 @@ def test_console_script_logs_json_probes_and_metrics_then_stops_on_sigterm(
     operator_kubeconfig: Path,
     kube: Kube,
     cluster: Cluster,
+    model_server: dict[str, ServedModel],
     tmp_path: Path,
 ) -> None:
     metrics_port, liveness_port = free_port(), free_port()
     base = f"http://127.0.0.1:{metrics_port}"
-    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    argv = [
-        str(VENV_BIN / "voice-operator"),
-        f"--namespace={namespace}",
-        f"--metrics-port={metrics_port}",
-        f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
-    ]
-    env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "voice-operator.log"
+    operator = operator_process(
+        namespace, operator_kubeconfig, log, metrics_port=metrics_port, liveness_port=liveness_port
+    )
 
     def logs() -> str:
-        return f"stdout:\n{stdout.read_text()}\nstderr:\n{stderr.read_text()}"
+        return log.read_text()
 
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+    operator.start()
+    proc = operator.popen
+    assert proc is not None
     try:
 
         def alive_and(check: Any) -> Any:
@@ -140,7 +112,7 @@ def test_console_script_logs_json_probes_and_metrics_then_stops_on_sigterm(
         status, _ = http_get(f"http://127.0.0.1:{liveness_port}/healthz")
         assert status == 200
 
-        cluster.apply(minimal_asset(namespace))
+        cluster.apply(asset_manifest(namespace, "joe", model_server))
 
         def phase() -> str | None:
             obj = kube.get("ModelAsset", "joe", namespace) or {}
@@ -165,7 +137,7 @@ def test_console_script_logs_json_probes_and_metrics_then_stops_on_sigterm(
             proc.kill()
             proc.wait(10)
 
-    lines = [line for f in (stdout, stderr) for line in f.read_text().splitlines() if line.strip()]
+    lines = [line for line in logs().splitlines() if line.strip()]
     assert lines, "voice-operator logged nothing"
     for line in lines:
         try:

@@ -12,6 +12,7 @@ from testground.harness import (
     Operator,
     ServedModel,
     condition,
+    download_job,
     run_fetch_job,
     run_job_command,
     wait_for,
@@ -45,16 +46,7 @@ def voice_asset(
 
 
 def fetch_job(kube: Kube, namespace: str, version: str, not_named: str = "") -> dict:
-    def job():
-        jobs = [
-            j
-            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": "joe"})
-            if j["metadata"]["labels"].get("voiceops.dev/version") == version
-            and j["metadata"]["name"] != not_named
-        ]
-        return jobs[0] if jobs else None
-
-    return wait_for(f"the download Job of {version}", job)
+    return download_job(kube, namespace, "joe", version, not_named)
 
 
 def asset(kube: Kube, namespace: str) -> dict:

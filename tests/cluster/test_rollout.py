@@ -21,6 +21,7 @@ from testground.harness import (
     ServedModel,
     asset_manifest,
     condition,
+    download_job,
     make_ready_asset,
     operator_process,
     run_fetch_job,
@@ -81,6 +82,21 @@ class Setup:
             return obj if fresh and check(obj) else None
 
         return wait_for(what, current, timeout)
+
+    def wait_ready_with(self, component: str, **expected: str) -> dict:
+        """Until the agent is Ready and `component`'s status has the expected fields."""
+        return self.wait(
+            f"{component} {expected} and Ready",
+            lambda o: (
+                all(o["status"]["components"][component].get(k) == v for k, v in expected.items())
+                and condition(o, "Ready")["status"] == "True"
+            ),
+        )
+
+    def engine_replicas(self, component: str) -> int:
+        deployment = self.kube.get("Deployment", f"support-{component}", self.namespace)
+        assert deployment is not None
+        return deployment["spec"]["replicas"]
 
     def wait_condition(
         self, type_: str, status: str, reason: str | None = None, timeout: float = 90
@@ -344,16 +360,7 @@ def test_failed_model_version_degrades_the_agent_and_the_old_one_serves(serving:
     broken = asset_manifest(serving.namespace, "whisper", serving.models, "v2")
     broken["spec"]["files"][0]["sha256"] = "0" * 64
     serving.cluster.apply(broken)
-    job = wait_for(
-        "v2 download Job",
-        lambda: [
-            j
-            for j in serving.kube.list(
-                "Job", serving.namespace, labels={"voiceops.dev/asset": "whisper"}
-            )
-            if j["metadata"]["labels"].get("voiceops.dev/version") == "v2"
-        ],
-    )[0]
+    job = download_job(serving.kube, serving.namespace, "whisper", "v2")
     assert run_fetch_job(job, serving.volume, serving.cluster).returncode == 3
     obj = serving.wait_condition("Degraded", "True", "ModelVersionFailed")
     message = condition(obj, "Degraded")["message"]
@@ -409,13 +416,7 @@ def test_provider_switch_both_ways_in_a_safe_order(serving: Setup, recorder: Rec
     obj = serving.wait(
         "llm external", lambda o: o["status"]["components"]["llm"]["provider"] == "external"
     )
-    wait_for(
-        "engine scaled to zero",
-        lambda: (
-            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
-            == 0
-        ),
-    )
+    wait_for("engine scaled to zero", lambda: serving.engine_replicas("llm") == 0)
     assert condition(obj, "Ready")["status"] == "True"
     flip = recorder.first("routes", provider="external")
     zero = recorder.first("deployment", replicas=0)
@@ -451,26 +452,11 @@ def test_scaled_down_engine_is_removed_at_the_next_change(serving: Setup):
 
 def test_restart_mid_download_reaches_the_same_end_state(serving: Setup):
     serving.cluster.apply({**_asset_with_version(serving, "whisper", "v2")})
-    job = wait_for(
-        "v2 download Job",
-        lambda: [
-            j
-            for j in serving.kube.list(
-                "Job", serving.namespace, labels={"voiceops.dev/asset": "whisper"}
-            )
-            if j["metadata"]["labels"].get("voiceops.dev/version") == "v2"
-        ],
-    )[0]
+    job = download_job(serving.kube, serving.namespace, "whisper", "v2")
     serving.operator.stop()
     assert run_fetch_job(job, serving.volume, serving.cluster).returncode == 0
     serving.operator.start()
-    obj = serving.wait(
-        "stt on v2",
-        lambda o: (
-            o["status"]["components"]["stt"]["modelVersion"] == "v2"
-            and condition(o, "Ready")["status"] == "True"
-        ),
-    )
+    obj = serving.wait_ready_with("stt", modelVersion="v2")
     assert obj["status"]["components"]["stt"]["lastGoodRevision"] == serving.template_revision(
         "stt"
     )
@@ -484,13 +470,7 @@ def test_restart_mid_rolling_update_reaches_the_same_end_state(serving: Setup):
     )
     serving.operator.stop()
     serving.operator.start()
-    obj = serving.wait(
-        "stt on v2",
-        lambda o: (
-            o["status"]["components"]["stt"]["modelVersion"] == "v2"
-            and condition(o, "Ready")["status"] == "True"
-        ),
-    )
+    obj = serving.wait_ready_with("stt", modelVersion="v2")
     stt = obj["status"]["components"]["stt"]
     assert [h["result"] for h in stt["history"]].count("Serving") == 1
     replica_sets = json.loads(
@@ -512,24 +492,11 @@ def test_restart_between_route_flip_and_scale_down(serving: Setup, recorder: Rec
     serving.cluster.apply(agent_manifest(serving.namespace, llm=EXTERNAL_LLM))
     wait_for("route flipped", lambda: serving.routes()["llm"]["provider"] == "external", poll=0.02)
     # The engine still serves while the gateways load the new route: stop in that window.
-    llm = serving.kube.get("Deployment", "support-llm", serving.namespace)
-    assert llm["spec"]["replicas"] == 1
+    assert serving.engine_replicas("llm") == 1
     serving.operator.stop()
     serving.operator.start()
-    serving.wait(
-        "llm external",
-        lambda o: (
-            o["status"]["components"]["llm"]["provider"] == "external"
-            and condition(o, "Ready")["status"] == "True"
-        ),
-    )
-    wait_for(
-        "engine at zero",
-        lambda: (
-            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
-            == 0
-        ),
-    )
+    serving.wait_ready_with("llm", provider="external")
+    wait_for("engine at zero", lambda: serving.engine_replicas("llm") == 0)
     time.sleep(2)
     assert recorder.flips() == ["internal", "external"]  # no double flip
     assert len(serving.events("RouteSwitched")) == 1
@@ -580,23 +547,10 @@ def test_restart_while_switching_back_to_internal(serving: Setup, recorder: Reco
     # The switch back is asked for while the operator is down, and it stops again midway.
     serving.cluster.apply(agent_manifest(serving.namespace))
     serving.operator.start()
-    wait_for(
-        "the engine scaled back up",
-        lambda: (
-            serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
-            == 1
-        ),
-        poll=0.02,
-    )
+    wait_for("the engine scaled back up", lambda: serving.engine_replicas("llm") == 1, poll=0.02)
     serving.operator.stop()
     serving.operator.start()
-    serving.wait(
-        "llm internal",
-        lambda o: (
-            o["status"]["components"]["llm"]["provider"] == "internal"
-            and condition(o, "Ready")["status"] == "True"
-        ),
-    )
+    serving.wait_ready_with("llm", provider="internal")
     time.sleep(2)
     assert recorder.flips() == ["internal", "external", "internal"]  # no double flip
     assert len(serving.events("RouteSwitched")) == 2
@@ -627,13 +581,7 @@ def test_operator_killed_mid_rollout_and_mid_drain_reaches_the_same_end_state(
         proc.popen.kill()
         proc.popen.wait(10)
         proc = start()
-        obj = serving.wait(
-            "stt on v2",
-            lambda o: (
-                o["status"]["components"]["stt"]["modelVersion"] == "v2"
-                and condition(o, "Ready")["status"] == "True"
-            ),
-        )
+        obj = serving.wait_ready_with("stt", modelVersion="v2")
         stt = obj["status"]["components"]["stt"]
         assert [h["result"] for h in stt["history"]].count("Serving") == 1
         assert stt["lastGoodRevision"] == serving.template_revision("stt")
@@ -644,16 +592,9 @@ def test_operator_killed_mid_rollout_and_mid_drain_reaches_the_same_end_state(
         )
         proc.popen.kill()
         proc.popen.wait(10)
-        llm = serving.kube.get("Deployment", "support-llm", serving.namespace)
-        assert llm["spec"]["replicas"] == 1  # killed while the engine drains
+        assert serving.engine_replicas("llm") == 1  # killed while the engine drains
         proc = start()
-        wait_for(
-            "engine at zero",
-            lambda: (
-                serving.kube.get("Deployment", "support-llm", serving.namespace)["spec"]["replicas"]
-                == 0
-            ),
-        )
+        wait_for("engine at zero", lambda: serving.engine_replicas("llm") == 0)
         time.sleep(2)
         assert recorder.flips() == ["internal", "external"]  # no double flip
         assert len(serving.events("RouteSwitched")) == 1

@@ -118,22 +118,26 @@ class Operator:
         return "".join(self.outputs)
 
 
-def operator_process(namespace: str, kubeconfig: Path, log_path: Path) -> Process:
+def operator_process(
+    namespace: str,
+    kubeconfig: Path,
+    log_path: Path,
+    metrics_port: int = 0,
+    liveness_port: int | None = None,
+) -> Process:
     """The real `voice-operator` program watching one namespace as the chart's
-    ServiceAccount: a process the tests can SIGKILL, as a crash or an OOM kill would."""
+    ServiceAccount, logging to `log_path`: a process the tests can SIGTERM, or SIGKILL as a
+    crash or an OOM kill would."""
     return Process(
         "voice-operator",
         [
             str(VENV_BIN / "voice-operator"),
-            "--namespace",
-            namespace,
-            "--metrics-port",
-            "0",
-            "--liveness",
-            f"http://127.0.0.1:{free_port()}/healthz",
+            f"--namespace={namespace}",
+            f"--metrics-port={metrics_port}",
+            f"--liveness=http://127.0.0.1:{liveness_port or free_port()}/healthz",
         ],
         log_path,
-        env={"KUBECONFIG": str(kubeconfig)},
+        env={"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -253,6 +257,22 @@ def asset_manifest(
     }
 
 
+def download_job(kube: Kube, namespace: str, asset: str, version: str, not_named: str = "") -> dict:
+    """Wait for the operator's download Job of one version of an asset (other than
+    `not_named`, a Job of the same version that came before)."""
+
+    def job() -> dict | None:
+        jobs = [
+            j
+            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": asset})
+            if j["metadata"]["labels"].get("voiceops.dev/version") == version
+            and j["metadata"]["name"] != not_named
+        ]
+        return jobs[0] if jobs else None
+
+    return wait_for(f"the {asset} {version} download Job", job)
+
+
 def make_ready_asset(
     cluster: Cluster,
     kube: Kube,
@@ -265,16 +285,7 @@ def make_ready_asset(
 ) -> dict:
     """Apply an asset, run its download Job's fetcher, and wait until the version is Ready."""
     cluster.apply(asset_manifest(namespace, name, models, version, kind))
-
-    def job():
-        jobs = [
-            j
-            for j in kube.list("Job", namespace, labels={"voiceops.dev/asset": name})
-            if j["metadata"]["labels"].get("voiceops.dev/version") == version
-        ]
-        return jobs[0] if jobs else None
-
-    result = run_fetch_job(wait_for(f"{name} {version} download Job", job), volume, cluster)
+    result = run_fetch_job(download_job(kube, namespace, name, version), volume, cluster)
     assert result.returncode == 0, result.stderr
 
     def ready():
