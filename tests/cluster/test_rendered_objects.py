@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from ready_assets import ready_asset
 from testground import KWOK_TAINT, Cluster
 from testground.harness import wait_for
 
@@ -61,21 +62,6 @@ def create(cluster: Cluster, kube: Kube, namespace: str, kind: str, name: str, s
     obj = kube.get(kind, name, namespace)
     assert obj is not None
     return Owner(kind, name, namespace, obj["metadata"]["uid"])
-
-
-def ready_asset(name: str, spec: dict, main: str) -> dict:
-    """An asset as an agent sees it once its version is Ready."""
-    return {
-        "metadata": {"name": name},
-        "spec": spec,
-        "status": {
-            "currentVersion": "v1",
-            "claimName": f"{name}-models",
-            "versions": [
-                {"version": "v1", "path": f"/{name}/v1", "mainFile": main, "format": spec["format"]}
-            ],
-        },
-    }
 
 
 def pods_running(kube: Kube, namespace: str, labels: dict[str, str]) -> list[dict]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ready_assets import file_asset_spec, ready_asset
 
 from voice_engines.gateway.adapters.base import ProviderError
 from voice_engines.gateway.adapters.http import error_text, parse_retry_after
@@ -127,25 +128,7 @@ SECRETS = {
 
 def _asset(name: str) -> dict[str, Any]:
     engine, fmt, main = ASSETS[name]
-    return {
-        "spec": {
-            "engine": engine,
-            "format": fmt,
-            "version": "v3",
-            "files": [{"url": "https://h/f", "sha256": "a" * 64, "path": main}]
-            + (
-                [{"url": "https://h/j", "sha256": "b" * 64, "path": main + ".json"}]
-                if fmt == "onnx"
-                else []
-            ),
-            "storage": {"size": "1Gi"},
-        },
-        "status": {
-            "currentVersion": "v3",
-            "claimName": f"{name}-models",
-            "versions": [{"version": "v3", "path": f"/{name}/v3", "mainFile": main, "format": fmt}],
-        },
-    }
+    return ready_asset(name, file_asset_spec(engine, fmt, main, "v3"), main)
 
 
 def _vendor(vendor: str, **fields: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import datetime
 import json
 
 import pytest
+from ready_assets import file_asset_spec, ready_asset
 
 from voice_operator.api.voiceagent import VoiceAgentSpec
 from voice_operator.plan.revisions import SecretPresence, desired_revision
@@ -27,27 +28,7 @@ FORMATS = {
 
 def asset(name: str, version: str = "v1") -> dict:
     engine, fmt, main = FORMATS[name]
-    return {
-        "spec": {
-            "engine": engine,
-            "format": fmt,
-            "version": version,
-            "files": [{"url": "https://h/f", "sha256": "a" * 64, "path": main}]
-            + (
-                [{"url": "https://h/j", "sha256": "b" * 64, "path": main + ".json"}]
-                if fmt == "onnx"
-                else []
-            ),
-            "storage": {"size": "1Gi"},
-        },
-        "status": {
-            "currentVersion": version,
-            "claimName": f"{name}-models",
-            "versions": [
-                {"version": version, "path": f"/{name}/{version}", "mainFile": main, "format": fmt}
-            ],
-        },
-    }
+    return ready_asset(name, file_asset_spec(engine, fmt, main, version), main)
 
 
 def spec(**stages) -> dict:
