@@ -133,6 +133,15 @@ def ids_by_path(calls: list[tuple[str, dict[str, str]]]) -> dict[str, set[str | 
     return found
 
 
+@pytest.fixture
+def fake(engines: tuple[Engines, ThreadServer], gateway: Gateway) -> Engines:
+    """The fake engines, with the calls made before this test (gateway start-up, earlier
+    tests) forgotten."""
+    recorder, _ = engines
+    recorder.take()
+    return recorder
+
+
 def assert_no_credentials(calls: list[tuple[str, dict[str, str]]]) -> None:
     """Our engines take no key: none is ever sent to them."""
     for _, headers in calls:
@@ -140,10 +149,8 @@ def assert_no_credentials(calls: list[tuple[str, dict[str, str]]]) -> None:
 
 
 def test_a_turn_sends_the_callers_request_id_to_every_engine(
-    engines: tuple[Engines, ThreadServer], gateway: Gateway
+    fake: Engines, gateway: Gateway
 ) -> None:
-    fake, _ = engines
-    fake.take()
     rid = "turn-" + uuid.uuid4().hex
     response = post_turn(gateway, {"X-Request-ID": rid})
     assert response.status_code == 200, response.text
@@ -154,10 +161,8 @@ def test_a_turn_sends_the_callers_request_id_to_every_engine(
 
 
 def test_a_turn_without_an_id_sends_the_one_the_gateway_made(
-    engines: tuple[Engines, ThreadServer], gateway: Gateway
+    fake: Engines, gateway: Gateway
 ) -> None:
-    fake, _ = engines
-    fake.take()
     first = post_turn(gateway)
     second = post_turn(gateway)
     assert first.status_code == second.status_code == 200, (first.text, second.text)
@@ -170,10 +175,8 @@ def test_a_turn_without_an_id_sends_the_one_the_gateway_made(
 
 
 def test_a_streamed_turn_sends_the_streams_id_to_every_engine(
-    engines: tuple[Engines, ThreadServer], gateway: Gateway
+    fake: Engines, gateway: Gateway
 ) -> None:
-    fake, _ = engines
-    fake.take()
     rid = "stream-" + uuid.uuid4().hex
     pcm = tone(1.0, 16000)
     with connect(gateway.ws_url, additional_headers={"X-Request-ID": rid}) as ws:
