@@ -84,8 +84,8 @@ class RolloutInput:
     generation: int
     now: datetime.datetime
     grace_seconds: float
+    settle_seconds: float  # how long an engine the route left keeps serving
     history_limit: int
-    settle_seconds: float = 0.0
 
 
 EngineAction = Literal["apply", "scale-to-zero", "keep", "delete"]

@@ -80,6 +80,7 @@ def step(desired, status=None, dep=None, **kw):
         generation=5,
         now=NOW,
         grace_seconds=600,
+        settle_seconds=0,
         history_limit=10,
     )
     inp.update(kw)
