@@ -597,6 +597,9 @@ def test_operator_killed_mid_rollout_and_mid_drain_reaches_the_same_end_state(
         wait_for("engine at zero", lambda: serving.engine_replicas("llm") == 0)
         time.sleep(2)
         assert recorder.flips() == ["internal", "external"]  # no double flip
-        assert len(serving.events("RouteSwitched")) == 1
+        # Events are recorded after the status write, so a SIGKILL between the two loses
+        # the Event (status, the record, has the switch); it is never recorded twice.
+        assert len(serving.events("RouteSwitched")) <= 1
+        assert serving.stage("llm")["provider"] == "external"
     finally:
         proc.stop()
