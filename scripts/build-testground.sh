@@ -8,7 +8,7 @@
 #
 # Prints the assets folder last (the envtest convention: one folder of binaries).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
@@ -36,33 +36,48 @@ build_into() {
 }
 
 # The k8s.io/kubernetes module points its staging modules at ./staging with replace
-# directives, which a consumer cannot follow: pin each to the matching v0.x release.
-kubernetes_programs() {
-  local v=$K8S_VERSION out=$1 dir="$cache/build/kubernetes-$K8S_VERSION"
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl v$v"
-  rm -rf "$dir" && mkdir -p "$dir" && cd "$dir"
+# directives, which a consumer cannot follow: one module per Kubernetes version pins each to
+# the matching v0.x release. Every program of that version (this script's and
+# build-node.sh's) builds in it, so they share its go.sum and the Go build cache.
+kubernetes_module() {
+  local v=$K8S_VERSION dir="$cache/build/kubernetes-$K8S_VERSION"
   local staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
     cloud-provider cluster-bootstrap code-generator component-base component-helpers
     controller-manager cri-api cri-client cri-streaming csi-translation-lib
     dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator
     kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils
     pod-security-admission sample-apiserver streaming)
-  {
-    echo "module voice-operator.local/testground/kubernetes"
-    echo "go 1.26.0"
-    echo "require k8s.io/kubernetes v$v"
-    echo "replace ("
-    for m in "${staging[@]}"; do echo "  k8s.io/$m => k8s.io/$m v0.${v#1.}"; done
-    echo ")"
-  } >go.mod
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) c
-  for c in "${cmds[@]}"; do go get "k8s.io/kubernetes/cmd/$c@v$v"; done
+  mkdir -p "$dir"
+  if [[ ! -f $dir/go.mod ]]; then
+    {
+      echo "module voice-operator.local/testground/kubernetes"
+      echo "go 1.26.0"
+      echo "require k8s.io/kubernetes v$v"
+      echo "replace ("
+      for m in "${staging[@]}"; do echo "  k8s.io/$m => k8s.io/$m v0.${v#1.}"; done
+      echo ")"
+    } >"$dir/go.mod.$$"
+    mv "$dir/go.mod.$$" "$dir/go.mod"
+  fi
+  echo "$dir"
+}
+
+# Builds k8s.io/kubernetes/cmd/<name> for each name after $1 into the folder $1.
+kubernetes_commands() {
+  local v=$K8S_VERSION out=$1 dir c && shift
+  dir=$(kubernetes_module)
+  log "building $* v$v"
+  for c in "$@"; do (cd "$dir" && go get "k8s.io/kubernetes/cmd/$c@v$v"); done
   local ver="-X k8s.io/component-base/version.gitVersion=v$v"
   ver+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${v#1.}"
   ver+=" -X k8s.io/client-go/pkg/version.gitVersion=v$v"
-  for c in "${cmds[@]}"; do
-    go build -ldflags "-s -w $ver" -o "$out/$c" "k8s.io/kubernetes/cmd/$c"
+  for c in "$@"; do
+    (cd "$dir" && go build -ldflags "-s -w $ver" -o "$out/$c" "k8s.io/kubernetes/cmd/$c")
   done
+}
+
+kubernetes_programs() {
+  kubernetes_commands "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl
 }
 
 # etcd's own main module carries replace directives too; a two-line main around
@@ -107,6 +122,8 @@ build_kubernetes() {
 build_kwok() { build_into "$cache/kwok-$KWOK_VERSION" kwok_program "$cache/kwok-$KWOK_VERSION"; }
 build_helm() { build_into "$cache/helm-$HELM_VERSION" helm_program "$cache/helm-$HELM_VERSION"; }
 
+# build-node.sh sources this file for its helpers; run as a script, it builds.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kubernetes kwok helm)
 for t in "${targets[@]}"; do

@@ -14,14 +14,14 @@ from pathlib import Path
 import yaml
 from kubernetes import config
 
-from testground.controlplane import REPO, STAGES, ControlPlane, find_binaries
+from testground.controlplane import KWOK_TAINT, REPO, STAGES, ControlPlane, find_binaries
+from testground.node import RealNode
 from testground.processes import KubectlError, Process, free_port
 from testground.storage import Provisioner, storage_class
 
 CRDS = REPO / "crds"
 NEVER_READY = "testground.voiceops.dev/never-ready"
 CRASH_LOOP = "testground.voiceops.dev/crash-loop"
-KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 
 
 def kwok_placement() -> dict:
@@ -37,6 +37,8 @@ class Cluster:
     plane: ControlPlane | None = None
     extra: list[Process] = field(default_factory=list)
     provisioner: Provisioner | None = None
+    node: RealNode | None = None
+    node_error: BaseException | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -117,7 +119,27 @@ class Cluster:
                 raise TimeoutError("our CRDs never became listable")
             time.sleep(0.2)
 
+    def real_node(self) -> RealNode:
+        """The real kubelet node beside kwok's (tests/testground/node.py), started on first
+        use, once per session, and stopped by close(). Only beside a local plane: an
+        external cluster has nodes of its own. A node that failed to start fails every
+        later call the same way, without trying again."""
+        if not self.local or self.plane is None:
+            raise RuntimeError("the real node runs beside the test ground's own plane only")
+        if self.node_error is not None:
+            raise RuntimeError("the real node failed to start earlier") from self.node_error
+        if self.node is None:
+            try:
+                self.node = RealNode(self.plane).start()
+            except BaseException as e:
+                self.node_error = e
+                raise
+        return self.node
+
     def close(self) -> None:
+        if self.node:
+            self.node.stop()
+            self.node = None
         if self.provisioner:
             self.provisioner.stop()
         for p in self.extra:

@@ -140,7 +140,9 @@ class Pki:
     service_account_pub: Path
 
     @classmethod
-    def create(cls, directory: Path) -> Pki:
+    def create(cls, directory: Path, apiserver_ips: tuple[str, ...] = ()) -> Pki:
+        """`apiserver_ips`: more addresses the apiserver is reached at (the real node's
+        end of its link to the host)."""
         directory.mkdir(parents=True, exist_ok=True)
         ca = Authority.create(directory, "ca")
         front_proxy_ca = Authority.create(directory, "front-proxy-ca")
@@ -165,7 +167,7 @@ class Pki:
                     "kubernetes.default.svc",
                     "kubernetes.default.svc.cluster.local",
                 ),
-                server_ips=("127.0.0.1", "10.0.0.1"),
+                server_ips=("127.0.0.1", "10.0.0.1", *apiserver_ips),
             ),
             front_proxy_client=front_proxy_ca.issue(
                 directory, "front-proxy-client", "front-proxy-client"

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import json
 import logging
 import os
+import random
 import shutil
 import ssl
 import subprocess
@@ -51,6 +54,12 @@ BUILT_BY = {
     "helm": "helm",
 }
 SERVICE_CIDR = "10.0.0.0/24"
+# kwok's nodes carry this taint, so only pods that tolerate it (kwok_placement()) land there;
+# any other pod goes to a real node, as on a user's cluster.
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+# The real node's link to the host (tests/testground/node.py) is a /30 of this range, one per
+# plane, chosen when the plane starts because the apiserver's certificate names its host end.
+NODE_LINKS = ipaddress.ip_network("10.213.0.0/16")
 # Every request a ServiceAccount makes, at Metadata level: the least-privilege tests compare
 # what the operator's identity used with what its chart grants.
 AUDIT_POLICY = {
@@ -127,6 +136,31 @@ def find_binaries() -> Path:
     return _link_folder(sources, built.parent)
 
 
+def _host_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network the host has an address in or a route to."""
+    nets = []
+    for cmd in (["ip", "-j", "-4", "addr"], ["ip", "-j", "-4", "route"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for entry in json.loads(out or "[]"):
+            for a in entry.get("addr_info", []):
+                nets.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+            dst = entry.get("dst")
+            if dst and dst != "default":
+                nets.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
+    return [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+
+
+def free_node_link() -> tuple[str, str]:
+    """(host end, node end) of a /30 in NODE_LINKS that nothing on the host uses."""
+    used = _host_networks()
+    links = list(NODE_LINKS.subnets(new_prefix=30))
+    for link in random.sample(links, 64):
+        if not any(link.overlaps(n) for n in used):
+            host, node = list(link.hosts())
+            return str(host), str(node)
+    raise StartupError(f"no free /30 in {NODE_LINKS} for the real node")
+
+
 def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict:
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
@@ -161,6 +195,10 @@ class ControlPlane:
     bin_dir: Path | None = None
     kubeconfig_path: Path | None = None
     server: str = ""
+    api_port: int = 0
+    pki: Pki | None = None
+    # (host end, node end) of the real node's link; see NODE_LINKS.
+    node_link: tuple[str, str] = ("", "")
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -183,7 +221,8 @@ class ControlPlane:
         self.timings["binaries"] = time.monotonic() - t0
         t1 = time.monotonic()
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        pki = Pki.create(self.workdir / "pki")
+        self.node_link = free_node_link()
+        pki = self.pki = Pki.create(self.workdir / "pki", apiserver_ips=(self.node_link[0],))
         try:
             self._start_processes(pki)
         except BaseException:
@@ -194,6 +233,7 @@ class ControlPlane:
 
     def _start_processes(self, pki: Pki) -> None:
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        self.api_port = api_port
         etcd = self._spawn(
             "etcd",
             [
@@ -251,6 +291,11 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki.front_proxy_client[0]}",
                 f"--proxy-client-key-file={pki.front_proxy_client[1]}",
+                # logs, exec and port-forward reach a real node's kubelet at its InternalIP
+                # (never by name: that would be a DNS lookup).
+                f"--kubelet-client-certificate={pki.admin[0]}",
+                f"--kubelet-client-key={pki.admin[1]}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--v=1",
             ],
         )
@@ -307,7 +352,7 @@ class ControlPlane:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.244.0.0/16",
-                "--node-ip=10.1.0.1",
+                "--node-ip=127.0.0.1",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
@@ -338,6 +383,7 @@ class ControlPlane:
                             "kubernetes.io/arch": "amd64",
                         },
                     },
+                    "spec": {"taints": [KWOK_TAINT]},
                     "status": {
                         "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                         "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},

@@ -1,17 +1,24 @@
 """A volume provisioner for the test ground, standing in for a CSI driver the way kwok
 stands in for kubelets: it binds every pending claim of the default StorageClass to a new
 hostPath PersistentVolume, and deletes released volumes. The real PV controller does the
-binding; the real scheduler then places pods that mount the claims."""
+binding; the real scheduler then places pods that mount the claims. Each volume's folder
+is made writable by anyone, so a non-root pod on the real node can use it, and removed
+with the volume."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import threading
+from pathlib import Path
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 PROVISIONER = "testground.voiceops.dev/hostpath"
 STORAGE_CLASS = "standard"
+VOLUMES = Path("/tmp/testground-volumes")
 
 
 def storage_class() -> dict:
@@ -42,16 +49,30 @@ def volume_for(claim: client.V1PersistentVolumeClaim) -> dict:
             "accessModes": claim.spec.access_modes,
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": claim.spec.storage_class_name or "",
-            "hostPath": {"path": f"/tmp/testground-volumes/{meta.uid}"},
+            "hostPath": {"path": str(VOLUMES / meta.uid)},
             "claimRef": {"namespace": meta.namespace, "name": meta.name, "uid": meta.uid},
         },
     }
+
+
+def make_folder(path: Path) -> None:
+    """The volume's folder, writable by any user a pod runs as (0777: a pod under the
+    restricted Pod Security Standard runs as some non-root uid of its own)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o777)
+
+
+def remove_folder(path: Path) -> None:
+    if path.parent == VOLUMES:  # never anything else a PV might name
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
 
 
 class Provisioner:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api_client)
         self.stopping = threading.Event()
+        self.folders: set[Path] = set()  # made and not yet removed; stop() removes them
         self.threads = [
             threading.Thread(
                 target=self._loop, args=(self._claims,), daemon=True, name="testground-claims"
@@ -70,6 +91,10 @@ class Provisioner:
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=35)
+        # The plane goes with the session, and its volumes with it.
+        for folder in list(self.folders):
+            remove_folder(folder)
+        self.folders.clear()
 
     def _loop(self, once) -> None:
         while not self.stopping.is_set():
@@ -88,8 +113,12 @@ class Provisioner:
                 continue
             if claim.spec.storage_class_name not in (None, STORAGE_CLASS):
                 continue
+            volume = volume_for(claim)
+            folder = Path(volume["spec"]["hostPath"]["path"])
+            make_folder(folder)
+            self.folders.add(folder)
             try:
-                self.core.create_persistent_volume(volume_for(claim))
+                self.core.create_persistent_volume(volume)
             except ApiException as e:
                 if e.status != 409:
                     raise
@@ -109,3 +138,7 @@ class Provisioner:
                 except ApiException as e:
                     if e.status != 404:
                         raise
+                if volume.spec.host_path:
+                    folder = Path(volume.spec.host_path.path)
+                    remove_folder(folder)
+                    self.folders.discard(folder)

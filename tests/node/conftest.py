@@ -1,0 +1,40 @@
+"""Node-tier fixtures: the real kubelet node beside kwok's (containerd, runc, the CNI
+bridge, kube-proxy and CoreDNS; see tests/testground/node.py), started once per session,
+and what the host's kernel settings were before it started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from testground import Cluster
+from testground.node import RealNode
+
+# What the node must leave alone: forwarding is per network namespace, and kubelet's
+# tunables land on stand-ins in the node's mount namespace.
+HOST_SETTINGS = (
+    "net/ipv4/ip_forward",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+
+
+def host_settings() -> dict[str, str]:
+    return {name: (Path("/proc/sys") / name).read_text().strip() for name in HOST_SETTINGS}
+
+
+@pytest.fixture(scope="session")
+def host_settings_before_the_node() -> dict[str, str]:
+    return host_settings()
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster, host_settings_before_the_node: dict[str, str]) -> RealNode:
+    """The started real node; its pause and smoke images are loaded (`smoke_image`)."""
+    if not cluster.local:
+        pytest.skip("the real node runs beside the test ground's own control plane only")
+    return cluster.real_node()
