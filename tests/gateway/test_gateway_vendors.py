@@ -155,6 +155,23 @@ def test_without_routes_the_gateway_is_alive_but_not_ready(
     assert httpx.get(f"{gateway.url}/ready").status_code == 200
 
 
+def test_a_stage_without_a_route_keeps_the_gateway_not_ready(
+    gateway: Gateway, world: World, question_wav: bytes
+) -> None:
+    """As on a first install: the routes file names no provider for STT until its engine
+    is available, and the gateway stays out of its Service until it can serve a turn."""
+    routes = world.routes()
+    routes["stages"]["stt"] = None
+    gateway.apply(routes)
+    ready = httpx.get(f"{gateway.url}/ready")
+    assert ready.status_code == 503
+    error = error_of(ready)
+    assert error["code"] == "stage_unrouted" and "stt" in error["message"], error
+    gateway.apply(world.routes())
+    assert httpx.get(f"{gateway.url}/ready").status_code == 200
+    assert turn(gateway.url, question_wav).status_code == 200
+
+
 def test_deepgram_openai_elevenlabs_wire_format(
     gateway: Gateway, world: World, question_wav: bytes
 ) -> None:

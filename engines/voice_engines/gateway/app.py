@@ -25,7 +25,7 @@ from voice_engines.gateway.audio import normalize_upload, pcm_seconds, pcm_to_wa
 from voice_engines.gateway.keys import Secrets
 from voice_engines.gateway.metrics import GatewayMetrics
 from voice_engines.gateway.pipeline import Pipeline, Utterance
-from voice_engines.gateway.routes import Routes, RoutesWatcher
+from voice_engines.gateway.routes import STAGES, Routes, RoutesWatcher
 from voice_engines.gateway.sessions import SessionStore, checked_session_id
 from voice_engines.gateway.settings import GatewaySettings
 from voice_engines.gateway.stages import Stages
@@ -141,6 +141,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             routes = current_routes()
         except ApiError as exc:
             return error_response(exc)
+        # Ready means a turn can be served: a gateway that started before its engines had
+        # a route (the operator writes null until one is available) waits for the kubelet
+        # to refresh its routes file, so the agent is not Ready while turns would fail.
+        unrouted = [stage for stage in STAGES if routes.route(stage) is None]
+        if unrouted:
+            return error_response(
+                ApiError(
+                    503,
+                    "stage_unrouted",
+                    f"no provider serves {', '.join(unrouted)} yet "
+                    f"(routes generation {watcher.generation})",
+                    headers={"Retry-After": "1"},
+                )
+            )
         return JSONResponse(
             {"status": "ready", "generation": watcher.generation, "routes": routes.summary()}
         )

@@ -150,7 +150,8 @@ def desired_engine_deployment(
             "resources": _resources(rev.resources, component),
             "volume_mounts": mounts,
             "probes": True,
-            # Loading a large model can take minutes; the startup probe allows 10.
+            # Started = the model is loaded; loading a large one can take minutes (10 allowed).
+            "startup_path": "/ready",
             "startup_failure_threshold": 120,
         }
     ]
@@ -317,6 +318,10 @@ def desired_gateway_deployment(
         else {"requests": DEFAULT_REQUESTS["gateway"]},
         "volume_mounts": mounts,
         "probes": True,
+        # Started = the process serves. Ready waits for a route per stage, which can take
+        # as long as the engines' model loading plus a kubelet refresh of the routes file:
+        # a startup probe on /ready would restart a healthy gateway meanwhile.
+        "startup_path": "/health",
         "startup_failure_threshold": 24,
     }
     meta = _meta(agent, "gateway", "voice-gateway")
