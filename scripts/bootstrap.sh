@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine, idempotently:
 # a Python venv with the project and its extras, and the Go programs the tests run
-# (control plane, kwok, helm, Ollama), built into a cache outside the repo.
+# (control plane, kwok, the real node, helm, Ollama) and the images, built into a cache
+# outside the repo.
 #
 #   scripts/bootstrap.sh            # all of it
 #   scripts/bootstrap.sh python     # just the venv
+#   scripts/bootstrap.sh go         # the Go programs: control plane, real node, helm, Ollama
+#   scripts/bootstrap.sh images     # the images (operator, engines, model mirror)
+#   scripts/bootstrap.sh llama-wheel  # just the portable llama-cpp-python wheel; prints its path
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -12,21 +16,22 @@ what=${1:-all}
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 cache=${VOICE_OPERATOR_CACHE:-$HOME/.cache/voice-operator}
-LLAMA_CPP_PYTHON_VERSION=0.3.36
-# A portable build: the default -march=native turns on llama.cpp's AMX kernels where the
-# CPU has them, and those crash on the first prompt longer than one token on some hosts.
-LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# LLAMA_CPP_PYTHON_VERSION and LLAMA_CMAKE_ARGS (a portable build) are shared with
+# scripts/build-images.sh, which installs the same wheel into the engine image.
+# shellcheck source=versions.env
+source scripts/versions.env
 
 # pip's wheel cache ignores CMAKE_ARGS, so the portable wheel is built once into our own
-# cache, keyed by version and flags, and installed from there.
+# cache, keyed by version and flags, and installed from there. Prints the wheel's path.
 llama_wheel() {
-  local key folder
+  local key folder py=.venv/bin/python
+  [[ -x $py ]] || py=${PYTHON:-python3}
   key=$(printf '%s %s' "$LLAMA_CPP_PYTHON_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
   folder="$cache/wheels/llama-cpp-python-$key"
   if ! compgen -G "$folder/*.whl" >/dev/null; then
     log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION from source (portable, a few minutes, once)"
     mkdir -p "$folder"
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel -q --no-cache-dir --no-deps \
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$py" -m pip wheel -q --no-cache-dir --no-deps \
       -w "$folder" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
   fi
   compgen -G "$folder/*.whl"
@@ -39,7 +44,8 @@ python_env() {
     "$py" -m venv .venv
   fi
   # Reinstall only when the dependency list changed since the last install.
-  local stamp=.venv/.installed-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+  local stamp
+  stamp=.venv/.installed-$( (cat pyproject.toml scripts/bootstrap.sh; grep '^LLAMA_' scripts/versions.env) | sha256sum | cut -c1-16)
   if [[ ! -f $stamp ]]; then
     log "installing the project and its extras"
     .venv/bin/python -m pip install -q --upgrade pip
@@ -60,12 +66,20 @@ system_packages() {
 
 go_programs() {
   bash scripts/build-testground.sh >/dev/null
-  if [[ -f scripts/build-ollama.sh ]]; then bash scripts/build-ollama.sh >/dev/null; fi
+  bash scripts/build-node.sh >/dev/null
+  bash scripts/build-ollama.sh >/dev/null
+}
+
+# The operator, engine and model-mirror images the node tier runs (no registry needed).
+images() {
+  bash scripts/build-images.sh >/dev/null
 }
 
 case $what in
   python) python_env ;;
   go) go_programs ;;
-  all) system_packages; python_env; go_programs ;;
-  *) echo "usage: $0 [all|python|go]" >&2; exit 2 ;;
+  llama-wheel) llama_wheel ;;
+  images) images ;;
+  all) system_packages; python_env; go_programs; images ;;
+  *) echo "usage: $0 [all|python|go|images|llama-wheel]" >&2; exit 2 ;;
 esac

@@ -13,13 +13,14 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOICE_OPERATOR_", frozen=True)
 
     engine_image: str = Field(
-        default="voice-engines:0.1.0",
+        default="localhost/voice-engines:0.1.0",
         description="Image of the engines, the gateway and the download Jobs.",
     )
     image_pull_policy: str = Field(default="IfNotPresent")
     ollama_image: str = Field(
-        default="ollama/ollama:0.17.4",
-        description="Ollama server image, the sidecar of LLM pods serving format ollama.",
+        default="",
+        description="Ollama server image, the sidecar of LLM pods serving format ollama. "
+        "Empty: the stage's engine image, which carries the project's own Ollama build.",
     )
     engine_node_selector: dict[str, str] = Field(
         default_factory=dict,

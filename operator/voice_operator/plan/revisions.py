@@ -76,7 +76,9 @@ def _internal(
         model_path=path,
         claim_name=status.claim_name,
         ollama_model=asset_spec.ollama.model if asset_spec.ollama else None,
-        ollama_image=settings.ollama_image if model_format == "ollama" else None,
+        ollama_image=(settings.ollama_image or spec.image or settings.engine_image)
+        if model_format == "ollama"
+        else None,
         settings=spec.settings.wire(),
         image=spec.image or settings.engine_image,
         resources=spec.resources.wire() if spec.resources else None,

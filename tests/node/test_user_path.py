@@ -1,0 +1,260 @@
+"""The README's install path on a real kubelet node: the images built here, `helm install`,
+the model mirror and the examples applied as written, a voice turn through the gateway
+Service, a model bump that keeps serving, and a revision that cannot start rolled back.
+
+The tests of this module run in order on one installation, as a user's session would."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from testground import Cluster
+from testground.harness import wait_for
+
+from node.userpath import (
+    QUESTION,
+    REPO,
+    TurnLoop,
+    build_images,
+    condition,
+    get,
+    port_forward,
+    transcribe,
+    turn,
+    wer,
+)
+
+pytestmark = pytest.mark.node
+CHART = REPO / "charts" / "voice-operator"
+EXAMPLES = REPO / "examples"
+RELEASE_NAMESPACE = "voice-system"
+AGENT = "support"
+
+
+@dataclass
+class Installation:
+    """What the user has after the README's steps, and how long each took."""
+
+    cluster: Cluster
+    namespace: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def agent(self) -> dict[str, Any]:
+        return get(self.cluster, "voiceagent", AGENT, self.namespace)
+
+    def component(self, name: str) -> dict[str, Any]:
+        return ((self.agent().get("status") or {}).get("components") or {}).get(name) or {}
+
+    def ready(self) -> bool:
+        agent = self.agent()
+        ready = condition(agent, "Ready")
+        return (
+            ready.get("status") == "True"
+            and ready.get("observedGeneration") == agent["metadata"]["generation"]
+        )
+
+    def kubectl(self, *args: str, **kw: Any):
+        return self.cluster.kubectl(*args, "-n", self.namespace, **kw)
+
+
+@pytest.fixture(scope="module")
+def installation(cluster: Cluster, real_node) -> Iterator[Installation]:
+    t0 = time.monotonic()
+    for image in build_images().values():
+        real_node.load_image(image)
+    timings = {"images_built_and_loaded": time.monotonic() - t0}
+
+    namespace = f"user-path-{uuid.uuid4().hex[:5]}"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {
+                    "testground": "true",
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            },
+        }
+    )
+    inst = Installation(cluster, namespace, timings)
+
+    t1 = time.monotonic()
+    cluster.helm(
+        "upgrade",
+        "--install",
+        "voice-operator",
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout=5m",
+    )
+    timings["helm_install_to_operator_ready"] = time.monotonic() - t1
+    cluster.kubectl("apply", "-f", str(EXAMPLES / "model-mirror.yaml"))
+    cluster.kubectl(
+        "rollout", "status", "deployment/model-mirror", "-n", RELEASE_NAMESPACE, "--timeout=180s"
+    )
+    inst.kubectl("apply", "-f", str(EXAMPLES / "model-assets.yaml"))
+    inst.kubectl(
+        "wait", "--for=condition=Ready", "modelasset", "--all", "--timeout=300s", timeout=320
+    )
+    timings["helm_install_to_assets_ready"] = time.monotonic() - t1
+    inst.kubectl("apply", "-f", str(EXAMPLES / "voice-agent.yaml"))
+    wait_for("the example agent Ready", inst.ready, timeout=600, poll=2)
+    timings["helm_install_to_agent_ready"] = time.monotonic() - t1
+    try:
+        yield inst
+    finally:
+        print("node-tier timings:", json.dumps({k: round(v, 1) for k, v in timings.items()}))
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_the_operator_runs_as_a_pod_on_the_real_node(installation: Installation):
+    pods = json.loads(
+        installation.cluster.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-o", "json").stdout
+    )["items"]
+    operator = [
+        p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/name") == "voice-operator"
+    ]
+    assert operator, [p["metadata"]["name"] for p in pods]
+    node = installation.cluster.kubectl(
+        "get", "node", operator[0]["spec"]["nodeName"], "-o", "json"
+    ).stdout
+    assert json.loads(node)["metadata"]["labels"]["type"] == "real"
+
+
+def test_the_download_jobs_wrote_every_version_to_a_real_volume(installation: Installation):
+    for asset in ("whisper-tiny-en", "smollm2", "piper-joe"):
+        status = get(installation.cluster, "modelasset", asset, installation.namespace)["status"]
+        assert status["phase"] == "Ready", status
+        assert status["currentVersion"] == "v1"
+        (version,) = [v for v in status["versions"] if v["version"] == "v1"]
+        assert version["bytes"] > 0
+
+
+def test_a_voice_turn_through_the_gateway_service_speaks_the_reply(
+    installation: Installation,
+):
+    wav = QUESTION.read_bytes()
+    with port_forward(
+        installation.cluster, installation.namespace, f"svc/{AGENT}-gateway", 8080
+    ) as gw:
+        body = turn(gw, wav)
+    # examples/question.wav is Piper saying "Hello! What color is the sky on a clear day?"
+    assert wer("Hello! What color is the sky on a clear day?", body["transcript"]) < 0.2, body
+    assert body["reply"].strip()
+    assert len(body["audio_bytes"]) > 44 + 16000, "less than half a second of reply audio"
+    installation.timings["first_audio_seconds"] = body["timings"].get(
+        "time_to_first_audio", body["timings"].get("total", 0)
+    )
+    # What was spoken is what was written: the agent's own STT hears the reply back.
+    with port_forward(
+        installation.cluster, installation.namespace, f"svc/{AGENT}-stt", 8080
+    ) as stt:
+        heard = transcribe(stt, body["audio_bytes"])
+    assert wer(body["reply"], heard) < 0.35, (body["reply"], heard)
+
+
+def test_a_model_bump_rolls_out_on_real_readiness_and_keeps_serving(
+    installation: Installation,
+):
+    before = installation.component("stt")
+    wav = QUESTION.read_bytes()
+    with (
+        port_forward(
+            installation.cluster, installation.namespace, f"svc/{AGENT}-gateway", 8080
+        ) as gw,
+        TurnLoop(gw, wav) as loop,
+    ):
+        wait_for("a first turn", lambda: loop.ok or loop.failures, timeout=120)
+        t0 = time.monotonic()
+        installation.kubectl(
+            "patch",
+            "modelasset",
+            "whisper-tiny-en",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"version": "v2"}}),
+        )
+        wait_for(
+            "stt serving v2",
+            lambda: (
+                installation.component("stt").get("modelVersion") == "v2" and installation.ready()
+            ),
+            timeout=600,
+            poll=2,
+        )
+        installation.timings["model_bump_to_serving"] = time.monotonic() - t0
+        turns_before = loop.ok
+        wait_for("a turn on v2", lambda: loop.ok > turns_before + 1 or loop.failures, timeout=120)
+    assert loop.failures == []
+    assert loop.ok >= 3
+    after = installation.component("stt")
+    assert after["revision"] != before["revision"]
+
+
+def test_a_revision_that_cannot_start_rolls_back_by_itself(installation: Installation):
+    """A model file that fails to load: the download is valid (its digest matches), the
+    engine cannot use it, the rollout's deadline passes on real readiness, and the last
+    good revision serves again without the spec being written."""
+    installation.kubectl(
+        "patch",
+        "voiceagent",
+        AGENT,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"rollout": {"progressDeadlineSeconds": 60}}}),
+    )
+    wait_for("the agent Ready after the deadline change", installation.ready, timeout=300, poll=2)
+    good = installation.component("stt")
+    asset = get(installation.cluster, "modelasset", "whisper-tiny-en", installation.namespace)
+    files = asset["spec"]["files"]
+    config = next(f for f in files if f["path"] == "config.json")
+    broken = [
+        {**f, "url": config["url"], "sha256": config["sha256"]} if f["path"] == "model.bin" else f
+        for f in files
+    ]
+    spec_before = installation.agent()["spec"]
+    t0 = time.monotonic()
+    installation.kubectl(
+        "patch",
+        "modelasset",
+        "whisper-tiny-en",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"version": "v3-broken", "files": broken}}),
+    )
+
+    def rolled_back() -> bool:
+        agent = installation.agent()
+        return condition(agent, "RolledBack").get("status") == "True"
+
+    wait_for("the automatic rollback", rolled_back, timeout=600, poll=2)
+    wait_for(
+        "the last good revision serving",
+        lambda: (
+            installation.component("stt").get("revision") == good["revision"]
+            and (installation.agent().get("status") or {})
+            .get("components", {})
+            .get("stt", {})
+            .get("readyReplicas", 0)
+            >= 1
+        ),
+        timeout=300,
+        poll=2,
+    )
+    installation.timings["failed_revision_to_old_serving"] = time.monotonic() - t0
+    assert installation.agent()["spec"] == spec_before, "the operator wrote the spec"
+    with port_forward(
+        installation.cluster, installation.namespace, f"svc/{AGENT}-gateway", 8080
+    ) as gw:
+        assert turn(gw, QUESTION.read_bytes())["reply"].strip()
