@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kopf.testing import KopfRunner
 
 from testground import Cluster
@@ -62,8 +63,18 @@ def install_operator_identity(cluster: Cluster, folder: Path) -> Path:
         "--show-only",
         "templates/rbac.yaml",
     ).stdout
+    # Marked as the release's own, so the node tier's `helm install voice-operator` of the
+    # same chart into the same namespace adopts them instead of refusing to install.
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    for obj in objects:
+        obj["metadata"].setdefault("annotations", {}).update(
+            {
+                "meta.helm.sh/release-name": "voice-operator",
+                "meta.helm.sh/release-namespace": OPERATOR_NAMESPACE,
+            }
+        )
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
     cluster.kubectl(
         "wait",
         "--for=create",
