@@ -168,3 +168,96 @@ class TurnLoop:
         self._stop.set()
         assert self._thread is not None
         self._thread.join(180)
+
+
+# A voice client in a pod: turns one after another through the gateway Service, as an
+# in-cluster caller reaches it (kube-proxy picks a ready gateway per connection, so a
+# gateway rollout is seen as a user sees it). One JSON line per turn on stdout.
+CLIENT_MAIN = """
+import json, os, time
+import httpx
+url = os.environ["GATEWAY_URL"] + "/v1/turn"
+wav = open("/client/question.wav", "rb").read()
+while True:
+    at = time.time()
+    try:
+        r = httpx.post(url, files={"file": ("q.wav", wav, "audio/wav")}, timeout=120)
+        body = r.json()
+        line = {"at": at, "status": r.status_code, "providers": body.get("providers"),
+                "error": body.get("error")}
+    except Exception as e:
+        line = {"at": at, "status": 0, "error": repr(e)}
+    print(json.dumps(line), flush=True)
+"""
+
+
+@dataclass
+class ClientPod:
+    """Start with `start()`; `turns()` reads what it has done so far."""
+
+    cluster: Cluster
+    namespace: str
+    gateway_url: str
+    image: str
+    name: str = "voice-client"
+
+    def start(self) -> ClientPod:
+        secure = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        self.cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "data": {"main.py": CLIENT_MAIN},
+                "binaryData": {"question.wav": base64.b64encode(QUESTION.read_bytes()).decode()},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "client",
+                            "image": self.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "/client/main.py"],
+                            "env": [{"name": "GATEWAY_URL", "value": self.gateway_url}],
+                            "securityContext": secure,
+                            "volumeMounts": [{"name": "client", "mountPath": "/client"}],
+                        }
+                    ],
+                    "volumes": [{"name": "client", "configMap": {"name": self.name}}],
+                },
+            },
+        )
+        self.cluster.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            f"pod/{self.name}",
+            "-n",
+            self.namespace,
+            "--timeout=120s",
+        )
+        return self
+
+    def turns(self) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("logs", self.name, "-n", self.namespace, check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def failures(self) -> list[dict[str, Any]]:
+        return [t for t in self.turns() if t["status"] != 200]
+
+    def stop(self) -> None:
+        self.cluster.kubectl(
+            "delete", "pod", self.name, "-n", self.namespace, "--wait=false", check=False
+        )

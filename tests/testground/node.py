@@ -104,6 +104,12 @@ def _inode(path: str) -> int | None:
         return None
 
 
+def _procs_files(cgroup: Path) -> list[Path]:
+    """Every cgroup.procs below `cgroup`; kubelet and the shims remove cgroups while we
+    walk, and os.walk passes over what vanished (Path.rglob raises)."""
+    return [Path(d) / "cgroup.procs" for d, _, files in os.walk(cgroup) if "cgroup.procs" in files]
+
+
 def _cgroup_mounts() -> list[Path]:
     """Mount points of every cgroup hierarchy (v1 controllers, named ones, the unified)."""
     mounts = []
@@ -627,7 +633,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri"]
         programs, shims, and pods' processes (those have namespaces of their own)."""
         pids: set[int] = set()
         for cgroup in self._cgroups:
-            for procs in cgroup.rglob("cgroup.procs"):
+            for procs in _procs_files(cgroup):
                 with contextlib.suppress(OSError, ValueError):
                     pids.update(int(p) for p in procs.read_text().split())
         if netns or mntns:
@@ -663,7 +669,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri"]
                 by_name[name].stop(grace=5)
         # Pods' processes first (their shims reap them), then containerd and the rest.
         for cgroup in self._cgroups:
-            for procs in cgroup.rglob("cgroup.procs"):
+            for procs in _procs_files(cgroup):
                 with contextlib.suppress(OSError, ValueError):
                     for pid in procs.read_text().split():
                         with contextlib.suppress(ProcessLookupError):

@@ -49,6 +49,11 @@ class Agent(Owned):
     spec: VoiceAgentSpec
 
 
+# A pod being replaced keeps answering while every kube-proxy and client stops sending it
+# new connections (endpoint removal is asynchronous to SIGTERM); then it drains.
+PRE_STOP_SECONDS = 5
+
+
 def child_name(agent_name: str, part: str) -> str:
     """<agent>-stt, <agent>-gateway, <agent>-routes."""
     return f"{agent_name}-{part}"
@@ -184,6 +189,7 @@ def desired_engine_deployment(
         annotations={ANNOTATION_REVISION: revision},
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
+        pre_stop_seconds=PRE_STOP_SECONDS,
         selector=selector(agent, component),
         pod_annotations={**rev.pod_annotations, ANNOTATION_REVISION: revision, **PROMETHEUS_SCRAPE},
         **pod_values(settings),
@@ -332,6 +338,7 @@ def desired_gateway_deployment(
         annotations={},
         replicas=replicas,
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
+        pre_stop_seconds=PRE_STOP_SECONDS,
         selector=selector(agent, "gateway"),
         pod_annotations=PROMETHEUS_SCRAPE,
         **pod_values(settings),
