@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jiwer
+from testground.speech import wer as wer
 
 from voice_engines.demo.stack import LocalProcess
 
@@ -124,26 +124,4 @@ def turn(gateway_url: str, wav: bytes, timeout: float = 120, **fields: str) -> h
         files={"file": ("question.wav", wav, "audio/wav")},
         data=fields,
         timeout=timeout,
-    )
-
-
-_normalize = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(
-        jiwer.wer(
-            reference,
-            hypothesis,
-            reference_transform=_normalize,
-            hypothesis_transform=_normalize,
-        )
     )

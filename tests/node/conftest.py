@@ -8,19 +8,11 @@ from pathlib import Path
 
 import pytest
 from testground import Cluster
-from testground.node import RealNode
+from testground.node import KERNEL_TUNABLES, RealNode
 
 # What the node must leave alone: forwarding is per network namespace, and kubelet's
 # tunables land on stand-ins in the node's mount namespace.
-HOST_SETTINGS = (
-    "net/ipv4/ip_forward",
-    "kernel/panic",
-    "kernel/panic_on_oops",
-    "vm/overcommit_memory",
-    "vm/panic_on_oom",
-    "kernel/keys/root_maxkeys",
-    "kernel/keys/root_maxbytes",
-)
+HOST_SETTINGS = ("net/ipv4/ip_forward", *KERNEL_TUNABLES)
 
 
 def host_settings() -> dict[str, str]:

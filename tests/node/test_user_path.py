@@ -22,6 +22,8 @@ from testground.harness import wait_for
 from node.userpath import (
     QUESTION,
     REPO,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
     ClientPod,
     TurnLoop,
     build_images,
@@ -227,11 +229,6 @@ def start_fake_groq(inst: Installation, key: str) -> str:
     """Groq's chat API as a pod of the engine image in the user's namespace; its URL."""
     files = {"fakevendors.py": FAKE_GROQ.read_text(), "main.py": FAKE_GROQ_MAIN}
     labels = {"app.kubernetes.io/name": "fake-groq"}
-    secure = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
     inst.cluster.apply(
         {
             "apiVersion": "v1",
@@ -244,11 +241,7 @@ def start_fake_groq(inst: Installation, key: str) -> str:
             "kind": "Pod",
             "metadata": {"name": "fake-groq", "namespace": inst.namespace, "labels": labels},
             "spec": {
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": 10001,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": RESTRICTED_POD,
                 "containers": [
                     {
                         "name": "vendor",
@@ -264,7 +257,7 @@ def start_fake_groq(inst: Installation, key: str) -> str:
                             "tcpSocket": {"port": "http"},
                             "periodSeconds": 1,
                         },
-                        "securityContext": secure,
+                        "securityContext": RESTRICTED_CONTAINER,
                         "volumeMounts": [{"name": "vendor", "mountPath": "/vendor"}],
                     }
                 ],

@@ -16,13 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jiwer
 from testground import Cluster
 from testground.processes import StartupError
+from testground.speech import wer as wer
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
 QUESTION = REPO / "examples" / "question.wav"
+
+
+# What the restricted Pod Security Standard asks of the test's own pods.
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def build_images() -> dict[str, Path]:
@@ -115,28 +128,6 @@ def transcribe(stt: str, wav: bytes) -> str:
     return str(response.json()["text"])
 
 
-_normalize = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(
-        jiwer.wer(
-            reference,
-            hypothesis,
-            reference_transform=_normalize,
-            hypothesis_transform=_normalize,
-        )
-    )
-
-
 @dataclass
 class TurnLoop:
     """Voice turns one after another through a gateway while something else happens (a
@@ -202,11 +193,6 @@ class ClientPod:
     name: str = "voice-client"
 
     def start(self) -> ClientPod:
-        secure = {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        }
         self.cluster.apply(
             {
                 "apiVersion": "v1",
@@ -220,11 +206,7 @@ class ClientPod:
                 "kind": "Pod",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": RESTRICTED_POD,
                     "containers": [
                         {
                             "name": "client",
@@ -232,7 +214,7 @@ class ClientPod:
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["python", "/client/main.py"],
                             "env": [{"name": "GATEWAY_URL", "value": self.gateway_url}],
-                            "securityContext": secure,
+                            "securityContext": RESTRICTED_CONTAINER,
                             "volumeMounts": [{"name": "client", "mountPath": "/client"}],
                         }
                     ],
