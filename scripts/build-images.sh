@@ -22,6 +22,7 @@ images="$cache/images"
 py=${PYTHON:-python3}
 # The host's own apt sources (mmdebstrap takes a sources file as its mirror argument).
 apt_sources=${APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
+[[ -f $apt_sources || -n ${APT_SOURCES:-} ]] || apt_sources=/etc/apt/sources.list
 
 BASE_SUITE=bookworm
 # libstdc++6: llama.cpp, whisper.cpp, CTranslate2, onnxruntime and Ollama are C++.
