@@ -5,12 +5,8 @@ Security Standard the namespace enforces."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ from testground.node import RealNode
 from testground.storage import VOLUMES
 
 from node.conftest import host_settings
+from node.userpath import port_forward
 
 pytestmark = pytest.mark.node
 
@@ -114,38 +111,9 @@ def wait_finished(cluster: Cluster, namespace: str, name: str, timeout: float = 
     return wait_for(f"pod {name} to finish", terminated, timeout=timeout, poll=0.5)
 
 
-@contextmanager
-def port_forward(cluster: Cluster, namespace: str, target: str, port: int) -> Iterator[int]:
-    """`kubectl port-forward` on 127.0.0.1; yields the local port."""
-    proc = subprocess.Popen(
-        [
-            str(cluster.bin_dir / "kubectl"),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "port-forward",
-            "-n",
-            namespace,
-            "--address=127.0.0.1",
-            target,
-            f":{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert match, f"port-forward said {line!r}: {proc.stderr.read() if proc.stderr else ''}"
-        yield int(match.group(1))
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def fetch_local(port: int) -> str:
+def fetch_local(base_url: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://127.0.0.1:{port}/index.html", timeout=10) as r:
+    with opener.open(f"{base_url}/index.html", timeout=10) as r:
         return r.read().decode()
 
 
@@ -218,8 +186,8 @@ def test_kubectl_logs_exec_and_port_forward_reach_the_pod(
 
     logs = cluster.kubectl("logs", "-n", namespace, "web").stdout
     in_pod = cluster.kubectl("exec", "-n", namespace, "web", "--", "id", "-u").stdout
-    with port_forward(cluster, namespace, "pod/web", 8080) as local_port:
-        page = fetch_local(local_port)
+    with port_forward(cluster, namespace, "pod/web", 8080) as local:
+        page = fetch_local(local)
 
     assert "serving /tmp/www" in logs
     assert in_pod.strip() == "10001"

@@ -69,6 +69,10 @@ class Installation:
     def kubectl(self, *args: str, **kw: Any):
         return self.cluster.kubectl(*args, "-n", self.namespace, **kw)
 
+    def patch(self, kind: str, name: str, spec: dict[str, Any]) -> None:
+        """`kubectl patch --type=merge` of the spec, as a user edits a resource."""
+        self.kubectl("patch", kind, name, "--type=merge", "-p", json.dumps({"spec": spec}))
+
 
 @pytest.fixture(scope="module")
 def installation(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Installation]:
@@ -197,14 +201,7 @@ def test_a_model_bump_rolls_out_on_real_readiness_and_keeps_serving(
     ):
         wait_for("a first turn", lambda: loop.ok or loop.failures, timeout=120)
         t0 = time.monotonic()
-        installation.kubectl(
-            "patch",
-            "modelasset",
-            "whisper-tiny-en",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"version": "v2"}}),
-        )
+        installation.patch("modelasset", "whisper-tiny-en", {"version": "v2"})
         wait_for(
             "stt serving v2",
             lambda: (
@@ -326,14 +323,7 @@ def test_switching_a_stage_to_a_vendor_and_back_fails_no_turn(installation: Inst
             },
         }
         t0 = time.time()
-        inst.kubectl(
-            "patch",
-            "voiceagent",
-            AGENT,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"llm": external}}),
-        )
+        inst.patch("voiceagent", AGENT, {"llm": external})
         flipped = route_flip(inst, "external")
         settled = wait_for(
             "turns answered by the vendor only", lambda: settled_on(client, "groq", t0), 400, 2
@@ -342,14 +332,7 @@ def test_switching_a_stage_to_a_vendor_and_back_fails_no_turn(installation: Inst
         inst.timings["routes_refresh_to_vendor"] = t0 + settled - flipped
         wait_for("the agent Ready on the vendor", inst.ready, timeout=300, poll=2)
         t1 = time.time()
-        inst.kubectl(
-            "patch",
-            "voiceagent",
-            AGENT,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"llm": {"provider": "internal", "external": None}}}),
-        )
+        inst.patch("voiceagent", AGENT, {"llm": {"provider": "internal", "external": None}})
         flipped = route_flip(inst, "internal")
         settled = wait_for(
             "turns answered internally only", lambda: settled_on(client, "internal", t1), 400, 2
@@ -375,14 +358,7 @@ def test_a_revision_that_cannot_start_rolls_back_by_itself(installation: Install
     """A model file that fails to load: the download is valid (its digest matches), the
     engine cannot use it, the rollout's deadline passes on real readiness, and the last
     good revision serves again without the spec being written."""
-    installation.kubectl(
-        "patch",
-        "voiceagent",
-        AGENT,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"rollout": {"progressDeadlineSeconds": 60}}}),
-    )
+    installation.patch("voiceagent", AGENT, {"rollout": {"progressDeadlineSeconds": 60}})
     wait_for("the agent Ready after the deadline change", installation.ready, timeout=300, poll=2)
     good = installation.component("stt")
     asset = get(installation.cluster, "modelasset", "whisper-tiny-en", installation.namespace)
@@ -394,14 +370,7 @@ def test_a_revision_that_cannot_start_rolls_back_by_itself(installation: Install
     ]
     spec_before = installation.agent()["spec"]
     t0 = time.monotonic()
-    installation.kubectl(
-        "patch",
-        "modelasset",
-        "whisper-tiny-en",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"version": "v3-broken", "files": broken}}),
-    )
+    installation.patch("modelasset", "whisper-tiny-en", {"version": "v3-broken", "files": broken})
 
     def rolled_back() -> bool:
         agent = installation.agent()
