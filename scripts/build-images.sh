@@ -126,20 +126,34 @@ deps_build() {
     -w "$out/wheels" "$src[$WHEEL_EXTRAS]"
   rm -rf "$src" "$out"/wheels/voice_agent_operator-*.whl
 }
-# The project itself: keyed by its sources.
+# The project itself: keyed by its sources. One wheel of everything (it resolves the
+# extras of the venv layers), and one per image with only the packages that image runs:
+# the operator does not ship the fetcher or the engines, the engines not the operator.
+OPERATOR_PACKAGES="contracts/voice_contracts operator/voice_operator"
+ENGINE_PACKAGES="contracts/voice_contracts engines/voice_engines engines/voice_fetch"
 project_build() {
-  local out=$1 src
-  src=$(stage_source "$out")
-  "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$out/wheels" "$src"
-  rm -rf "$src"
+  local out=$1 src which packages
+  for which in all operator engines; do
+    case $which in
+      all) packages="$OPERATOR_PACKAGES $ENGINE_PACKAGES" ;;
+      operator) packages=$OPERATOR_PACKAGES ;;
+      engines) packages=$ENGINE_PACKAGES ;;
+    esac
+    # shellcheck disable=SC2086
+    src=$(stage_source "$out" $packages)
+    "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$out/$which" "$src"
+    rm -rf "$src"
+  done
 }
-# What goes into the wheel, copied so the build leaves nothing in the checkout.
+# What goes into a wheel (the packages $2...), copied so the build leaves nothing in the
+# checkout.
 stage_source() {
-  local src=$1/src
-  mkdir -p "$src/operator" "$src/engines"
+  local src=$1/src package packages && shift
+  packages=("$@")
+  [[ ${#packages[@]} -gt 0 ]] || read -ra packages <<<"$OPERATOR_PACKAGES $ENGINE_PACKAGES"
+  mkdir -p "$src/operator" "$src/engines" "$src/contracts"
   cp pyproject.toml README.md "$src/"
-  cp -r operator/voice_operator "$src/operator/"
-  cp -r engines/voice_engines "$src/engines/"
+  for package in "${packages[@]}"; do cp -r "$package" "$src/$(dirname "$package")/"; done
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   echo "$src"
 }
@@ -180,7 +194,7 @@ add_user() {
 venv_install() {
   local root=$1 extras=$2
   mkdir -p "$root/tmp/wheelhouse"
-  cp -l "$deps"/wheels/*.whl "$project"/wheels/*.whl "$root/tmp/wheelhouse/"
+  cp -l "$deps"/wheels/*.whl "$project"/all/*.whl "$root/tmp/wheelhouse/"
   in_root "$root" python3 -m venv /opt/venv
   in_root "$root" /opt/venv/bin/pip install -q --no-index --no-cache-dir \
     --disable-pip-version-check --find-links /tmp/wheelhouse "voice-agent-operator[$extras]"
@@ -209,12 +223,13 @@ venv_engines_build() {
   repack "$work" venv base
 }
 
-# The project's wheel into the venv layer $2; then the check $3 (python code) must pass.
+# The project's wheel $4 (operator, engines) into the venv layer $2; then the check $3
+# (python code) must pass.
 project_install() {
-  local work=$1 from=$2 check=$3 root=$1/bundle/rootfs
+  local work=$1 from=$2 check=$3 which=$4 root=$1/bundle/rootfs
   unpack_from "$work" "$from" venv
   mkdir -p "$root/tmp/wheelhouse"
-  cp -l "$project"/wheels/*.whl "$root/tmp/wheelhouse/"
+  cp -l "$project/$which"/*.whl "$root/tmp/wheelhouse/"
   in_root "$root" sh -c '/opt/venv/bin/pip install -q --no-index --no-cache-dir --no-deps \
     --disable-pip-version-check /tmp/wheelhouse/*.whl'
   rm -rf "$root/tmp/wheelhouse" "$root/root/.cache"
@@ -246,7 +261,11 @@ PY
 
 operator_build() {
   local work=$1
-  project_install "$work" "$venv" "import voice_operator.main"
+  project_install "$work" "$venv" '
+import importlib.util
+import voice_operator.main
+for absent in ("voice_fetch", "voice_engines"):
+    assert importlib.util.find_spec(absent) is None, f"{absent} in the operator image"' operator
   finish_image "$work" voice-operator venv \
     --config.env "PATH=$PATH_IN_IMAGE" --config.env PYTHONUNBUFFERED=1 \
     --config.env HOME=/home/operator --config.workingdir /home/operator \
@@ -260,11 +279,12 @@ engines_build() {
   project_install "$work" "$venv" '
 import importlib.util
 import voice_engines.stt.main, voice_engines.tts.main, voice_engines.llm.main
-import voice_engines.gateway.main, voice_operator.fetch.main
+import voice_engines.gateway.main, voice_fetch.main
 import voice_engines.stt.app, voice_engines.tts.app, voice_engines.llm.app, voice_engines.gateway.app
 import llama_cpp, pywhispercpp.model, faster_whisper, piper, ollama
 assert importlib.util.find_spec("librosa") is None, "librosa in the runtime image"
-print("imports ok; llama_cpp", llama_cpp.__version__)'
+assert importlib.util.find_spec("voice_operator") is None, "the operator in the engine image"
+print("imports ok; llama_cpp", llama_cpp.__version__)' engines
   in_root "$work/bundle/rootfs" /usr/local/bin/ollama --version 2>&1 | grep -i 'version' >&2
   finish_image "$work" voice-engines venv \
     --config.env "PATH=$PATH_IN_IMAGE" --config.env PYTHONUNBUFFERED=1 \
@@ -359,8 +379,9 @@ step_wheels() {
   deps="$images/wheels-deps-$(key "$(sha256sum <pyproject.toml)" "$WHEEL_EXTRAS" "$abi" \
     "$(basename "$llama_whl")" "$(sha256sum <"$llama_whl")" "$(recipe deps_build stage_source)")"
   step "wheelhouse (dependencies)" "$deps" deps_build
+  # shellcheck disable=SC2086
   project="$images/wheels-project-$(key "$(tree_hash pyproject.toml README.md \
-    operator/voice_operator engines/voice_engines)" "$(recipe project_build stage_source)")"
+    $OPERATOR_PACKAGES $ENGINE_PACKAGES)" "$(recipe project_build stage_source)")"
   step "wheelhouse (project)" "$project" project_build
 }
 

@@ -1,6 +1,7 @@
 """Kubernetes operator for self-hosted voice agents."""
 
-GROUP = "voiceops.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from voice_contracts import API_VERSION, GROUP, VERSION
+
+__all__ = ["API_VERSION", "FIELD_MANAGER", "GROUP", "VERSION"]
+
 FIELD_MANAGER = "voice-operator"

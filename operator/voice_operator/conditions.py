@@ -46,11 +46,6 @@ def condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-def is_true(conditions: list[Condition], type_: str) -> bool:
-    c = condition(conditions, type_)
-    return c is not None and c.status == "True"
-
-
 # Conditions whose True is bad news: their transitions to True are Warning events.
 _WARNING_WHEN_TRUE = {"Failed", "Degraded", "RolledBack"}
 

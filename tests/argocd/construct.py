@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from voice_operator.plan.modelasset import AssetObservation, plan_model_asset
-from voice_operator.plan.voiceagent import AgentObservation, plan_voice_agent
+from voice_operator.observe import observe_agent, observe_asset
+from voice_operator.plan.modelasset import plan_model_asset
+from voice_operator.plan.voiceagent import plan_voice_agent
 from voice_operator.render.meta import Owner
 from voice_operator.settings import OperatorSettings
 
@@ -46,7 +47,7 @@ def agent_invalid_spec() -> dict[str, Any]:
     before = _load("agent-ready")
     spec = copy.deepcopy(before["spec"])
     spec["stt"] = {"provider": "internal"}
-    obs = AgentObservation(
+    obs = observe_agent(
         owner=Owner("VoiceAgent", before["metadata"]["name"], "voice", "uid-agent"),
         generation=before["metadata"]["generation"] + 1,
         spec=spec,
@@ -67,7 +68,7 @@ def asset_invalid_spec() -> dict[str, Any]:
     before = _load("asset-ready")
     spec = copy.deepcopy(before["spec"])
     spec["format"] = "gguf"
-    obs = AssetObservation(
+    obs = observe_asset(
         owner=Owner("ModelAsset", before["metadata"]["name"], "voice", "uid-asset"),
         generation=before["metadata"]["generation"] + 1,
         spec=spec,

@@ -15,9 +15,9 @@ from testground.harness import wait_for
 
 from voice_operator.api.modelasset import ModelAssetSpec
 from voice_operator.kube import Kube
-from voice_operator.plan.modelasset import AssetObservation, plan_model_asset
-from voice_operator.plan.revisions import SecretPresence
-from voice_operator.plan.voiceagent import AgentObservation, plan_voice_agent
+from voice_operator.observe import SecretPresence, observe_agent, observe_asset
+from voice_operator.plan.modelasset import plan_model_asset
+from voice_operator.plan.voiceagent import plan_voice_agent
 from voice_operator.render.meta import Owner
 from voice_operator.render.modelasset import Asset, desired_prune_job
 from voice_operator.settings import OperatorSettings
@@ -72,7 +72,16 @@ def pods_running(kube: Kube, namespace: str, labels: dict[str, str]) -> list[dic
 def apply_ollama_asset(cluster: Cluster, kube: Kube, namespace: str) -> list[dict]:
     owner = create(cluster, kube, namespace, "ModelAsset", "smollm", OLLAMA_ASSET)
     plan = plan_model_asset(
-        AssetObservation(owner, 1, OLLAMA_ASSET, {}, [], frozenset(), NOW), SETTINGS
+        observe_asset(
+            owner=owner,
+            generation=1,
+            spec=OLLAMA_ASSET,
+            status={},
+            jobs=[],
+            versions_in_use=frozenset(),
+            now=NOW,
+        ),
+        SETTINGS,
     )
     kinds = [o["kind"] for o in plan.apply]
     assert "PersistentVolumeClaim" in kinds and "Job" in kinds, kinds
@@ -98,7 +107,16 @@ def test_ollama_asset_job_and_claim_variants_are_accepted(
     # The prune Job of a file asset, with the same admission.
     files_owner = create(cluster, kube, namespace, "ModelAsset", "whisper", FILE_ASSET)
     claim = plan_model_asset(
-        AssetObservation(files_owner, 1, FILE_ASSET, {}, [], frozenset(), NOW), SETTINGS
+        observe_asset(
+            owner=files_owner,
+            generation=1,
+            spec=FILE_ASSET,
+            status={},
+            jobs=[],
+            versions_in_use=frozenset(),
+            now=NOW,
+        ),
+        SETTINGS,
     ).apply[0]
     assert claim["kind"] == "PersistentVolumeClaim"
     kube.apply(claim)
@@ -142,7 +160,7 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
         "eleven": SecretPresence(True, frozenset({"xi-api-key"})),
     }
     plan = plan_voice_agent(
-        AgentObservation(
+        observe_agent(
             owner=owner,
             generation=1,
             spec=spec,

@@ -16,7 +16,7 @@ import pytest
 from fetchkit import ModelFile, entry, fetch_env, run_fetch
 from fileserver import FileServer
 
-from voice_operator.fetch.errors import is_disk_full
+from voice_fetch.errors import is_disk_full
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from fetchkit import ModelFile, fetch_env, run_fetch
 from fileserver import FileServer
 from ollama_registry import OllamaRegistry
 
-from voice_operator.fetch.errors import FetchError, Reason
-from voice_operator.fetch.manifest import scan_tree
-from voice_operator.fetch.ollama_pull import find_ollama, ollama_server
+from voice_contracts.fetch import FetchError, Reason
+from voice_fetch.manifest import scan_tree
+from voice_fetch.ollama_pull import find_ollama, ollama_server
 
 
 def _real_ollama() -> str | None:

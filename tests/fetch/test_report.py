@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from voice_operator.fetch.manifest import FileRecord, manifest_document
-from voice_operator.fetch.report import (
+from voice_fetch.manifest import FileRecord, manifest_document
+from voice_fetch.report import (
     DownloadState,
     Reporter,
     status_patch,

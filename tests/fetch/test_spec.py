@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from voice_operator.fetch.errors import EXIT_INVALID_SPEC, InvalidSpecError
-from voice_operator.fetch.spec import EMPTY_SHA256, load_spec
+from voice_contracts.fetch import EMPTY_SHA256, ExitCode, InvalidSpecError, load_spec
 
 SHA = "a" * 64
 GOOD = {"url": "https://models.example/joe.onnx", "sha256": SHA, "path": "joe.onnx"}
@@ -30,7 +29,7 @@ def env(files: Any = None, **extra: str) -> dict[str, str]:
 def rejected(environ: dict[str, str]) -> InvalidSpecError:
     with pytest.raises(InvalidSpecError) as caught:
         load_spec(environ)
-    assert caught.value.exit_code == EXIT_INVALID_SPEC
+    assert caught.value.exit_code == ExitCode.INVALID_SPEC
     return caught.value
 
 

@@ -28,7 +28,8 @@ from voice_engines.gateway.routes import (
 )
 from voice_engines.gateway.sentences import SentenceSplitter
 from voice_operator.api.voiceagent import COMPONENTS, ComponentRevision, VoiceAgentSpec
-from voice_operator.plan.revisions import SecretPresence, desired_revision
+from voice_operator.observe import AssetView, SecretPresence, asset_view
+from voice_operator.plan.revisions import desired_revision
 from voice_operator.render.meta import Owner
 from voice_operator.render.voiceagent import Agent, desired_gateway_deployment, desired_routes
 from voice_operator.settings import OperatorSettings
@@ -139,7 +140,7 @@ def _rendered(spec: dict[str, Any]) -> tuple[Routes, dict[str, Any]]:
     """The routes the gateway parses from the operator's ConfigMap, and the operator's
     gateway Deployment."""
     agent = Agent(OWNER, VoiceAgentSpec.model_validate(spec))
-    assets: dict[str, dict[str, Any] | None] = {name: _asset(name) for name in ASSETS}
+    assets: dict[str, AssetView | None] = {name: asset_view(_asset(name)) for name in ASSETS}
     revisions: dict[str, ComponentRevision | None] = {}
     fallbacks: dict[str, dict[str, Any]] = {}
     keys: dict[str, dict[str, str]] = {}

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from voice_operator.api.voiceagent import ComponentRevision, ComponentStatus, FailedRollout
-from voice_operator.rollout import (
+from voice_operator.plan.rollout import (
     Blocked,
     DeploymentState,
     RolloutInput,

@@ -75,7 +75,7 @@ class LlmEngine:
     def with_system(self, messages: list[Message], system: str | None = None) -> list[Message]:
         if any(m["role"] == "system" for m in messages):
             return messages
-        prompt = self.settings.llm_system_prompt if system is None else system
+        prompt = self.settings.system_prompt if system is None else system
         return [{"role": "system", "content": prompt}, *messages] if prompt else messages
 
 

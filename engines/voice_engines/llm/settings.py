@@ -1,40 +1,16 @@
+"""The LLM engine's settings: the fields of voice_contracts.env.LlmEnv, from the environment."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
+from voice_contracts.env import DEFAULT_SYSTEM_PROMPT, LlmEnv
 from voice_engines.common.settings import EngineSettings
 
 
-class LlmSettings(EngineSettings):
-    llm_backend: Literal["llamacpp", "ollama"] = "llamacpp"
-    # GGUF file, for llamacpp.
-    llm_model_path: Path = Path("/models/llm/model.gguf")
-    # The served model name for llamacpp; the Ollama model tag for ollama.
-    llm_model: str = "local"
-    ollama_base_url: str = "http://127.0.0.1:11434"
-    # Default completion length when a request names none.
-    llm_max_tokens: int = Field(256, ge=1)
-    # Requests asking for more are refused (422); defaults to LLM_CONTEXT.
-    llm_max_tokens_limit: int | None = Field(None, ge=1)
-    llm_temperature: float = Field(0.7, ge=0.0, le=2.0)
-    llm_context: int = Field(2048, ge=128)
-    llm_system_prompt: str = (
-        "You are a helpful voice assistant. Answer in one or two short sentences."
-    )
-    llm_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1)
-    # /chat keeps this many user/assistant turns per session, for this many sessions.
-    llm_history_turns: int = Field(8, ge=0)
-    llm_max_sessions: int = Field(1000, ge=1)
-    llm_session_ttl: float = Field(3600.0, gt=0)
-    llm_max_prompt_chars: int = Field(32_000, ge=1)
-    # Ollama: how long the server keeps the model in memory after a request.
-    llm_keep_alive: str = "24h"
-    llm_request_timeout: float = Field(300.0, gt=0)
-
+class LlmSettings(LlmEnv, EngineSettings):
     @model_validator(mode="after")
     def _limit_within_context(self) -> LlmSettings:
         if self.llm_max_tokens_limit is None:
@@ -46,3 +22,11 @@ class LlmSettings(EngineSettings):
     @property
     def max_tokens_limit(self) -> int:
         return self.llm_max_tokens_limit or self.llm_context
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.llm_model_path)
+
+    @property
+    def system_prompt(self) -> str:
+        return self.llm_system_prompt or DEFAULT_SYSTEM_PROMPT

@@ -60,7 +60,7 @@ class TtsEngine:
 
     def load(self) -> None:
         voice = PiperBackend(
-            self.settings.voice_name, self.settings.tts_voice_path, self.settings.voice_config
+            self.settings.voice_name, self.settings.voice_path, self.settings.voice_config
         )
         for _ in voice.sentences("Ready.", 1.0):
             pass

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from voice_contracts.fetch import DownloadStatus, FileStatus
 from voice_operator.api.common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -235,29 +236,6 @@ class ModelAssetSpec(ApiModel):
             if f.path.endswith(wanted):
                 return f.path
         return self.files[0].path
-
-
-class FileStatus(StatusModel):
-    """A verified file on disk."""
-
-    path: str
-    sha256: str
-    bytes: int
-
-
-DownloadPhase = Literal["Downloading", "Verified", "Failed"]
-
-
-class DownloadStatus(StatusModel):
-    """What the download Job reports about one version (written by the fetcher)."""
-
-    phase: DownloadPhase
-    reason: str = ""
-    message: str = ""
-    done_bytes: int = 0
-    total_bytes: int = 0
-    files: list[FileStatus] | None = None
-    updated_at: datetime | None = None
 
 
 class VersionStatus(StatusModel):

@@ -18,6 +18,7 @@ from voice_operator.api.common import (
     cel,
     validations,
 )
+from voice_operator.hashing import revision_hash
 
 Provider = Literal["internal", "external"]
 ComponentName = Literal["stt", "llm", "tts"]
@@ -280,6 +281,10 @@ class ComponentRevision(StatusModel):
     external: dict[str, Any] | None = Field(
         default=None, description="Vendor, model, url and key reference (external)."
     )
+
+    @property
+    def revision(self) -> str:
+        return revision_hash(self.wire())
 
 
 class RevisionRecord(StatusModel):

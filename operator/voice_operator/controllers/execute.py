@@ -20,6 +20,10 @@ def execute(kube: Kube, plan: Plan, owner: dict[str, Any]) -> None:
     """
     namespace = owner["metadata"]["namespace"]
     kind, name = owner["kind"], owner["metadata"]["name"]
+    # Why: at INFO when the plan changes something, else only for debugging.
+    level = logging.INFO if plan.status_patch or plan.delete or plan.events else logging.DEBUG
+    for reason in plan.reasons:
+        log.log(level, "%s/%s/%s: %s", kind, namespace, name, reason)
     for obj in plan.apply:
         kube.apply(obj)
     for child_kind, child_name in plan.delete:

@@ -4,16 +4,20 @@ workqueue.py for why); the reconcilers do the rest."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from voice_operator import FIELD_MANAGER, GROUP, VERSION
 from voice_operator.controllers.modelasset import reconcile_model_asset
-from voice_operator.controllers.voiceagent import reconcile_voice_agent, references
+from voice_operator.controllers.probes import ProbeRunner
+from voice_operator.controllers.voiceagent import reconcile_voice_agent
 from voice_operator.kube import Kube
 from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
+from voice_operator.observe import references
 from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET, LABEL_MANAGED_BY
 from voice_operator.settings import OperatorSettings
 from voice_operator.workqueue import Key, WorkQueue
@@ -30,13 +34,16 @@ class Runtime:
         self.kube = kube
         self.queue = WorkQueue(self.reconcile, workers=settings.workers)
         self.known: set[Key] = set()
-        # (kind, namespace, name) of an asset or Secret -> agents whose spec names it
-        self.referenced_by: dict[tuple[str, str, str], set[Key]] = {}
+        self.probes = ProbeRunner(wake=self.queue.add)
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight: set[asyncio.Future[float | None]] = set()
 
     async def reconcile(self, key: Key) -> float | None:
-        reconciler = reconcile_model_asset if key.kind == "ModelAsset" else reconcile_voice_agent
+        reconciler: Callable[[Kube, OperatorSettings, Key], float | None] = (
+            reconcile_model_asset
+            if key.kind == "ModelAsset"
+            else functools.partial(reconcile_voice_agent, probes=self.probes)
+        )
         with RECONCILE_DURATION.labels(key.kind).time():
             RECONCILES.labels(key.kind).inc()
             try:
@@ -52,18 +59,8 @@ class Runtime:
                 RECONCILE_ERRORS.labels(key.kind).inc()
                 raise
 
-    def index_references(self, agent: Key, spec: dict[str, Any], deleted: bool) -> None:
-        for refs in self.referenced_by.values():
-            refs.discard(agent)
-        if deleted:
-            return
-        assets, secrets = references(spec)
-        for kind, names in (("ModelAsset", assets), ("Secret", secrets)):
-            for name in names:
-                self.referenced_by.setdefault((kind, agent.namespace, name), set()).add(agent)
-
-    def wake_referrers(self, kind: str, namespace: str, name: str) -> None:
-        for agent in self.referenced_by.get((kind, namespace, name), ()):
+    def wake_referrers(self, index: kopf.Index[Any, Key], ref: tuple[str, str, str]) -> None:
+        for agent in index.get(ref, ()):
             self.queue.add(agent)
 
     def enqueue(self, key: Key, deleted: bool = False) -> None:
@@ -108,6 +105,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # One line per watch event ("Handler ... succeeded") would drown what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     runtime = Runtime(OperatorSettings(), await asyncio.to_thread(Kube))
+    runtime.probes.bind(asyncio.get_running_loop())
     runtime.tasks = [
         asyncio.create_task(runtime.queue.run(), name="work-queue"),
         asyncio.create_task(runtime.resync(), name="resync"),
@@ -122,6 +120,7 @@ async def stop(memo: Any, **_: Any) -> None:
         for task in runtime.tasks:
             task.cancel()
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await runtime.probes.stop()
         # A reconcile half done in its thread finishes before the operator exits, so a
         # stop never leaves writes landing after it (they are idempotent either way).
         if runtime.in_flight:
@@ -132,16 +131,39 @@ def _deleted(event: kopf.RawEvent) -> bool:
     return event.get("type") == "DELETED"
 
 
+@kopf.index(GROUP, VERSION, "voiceagents")
+def agents_by_reference(
+    namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str, str], Key]:
+    """(kind, namespace, name) of each ModelAsset and Secret an agent names -> the agent."""
+    if not (namespace and name):
+        return {}
+    agent = Key("VoiceAgent", namespace, name)
+    assets, secrets = references(dict(spec))
+    refs = [("ModelAsset", a) for a in assets] + [("Secret", s) for s in secrets]
+    return {(kind, namespace, ref): agent for kind, ref in refs}
+
+
+def _references(kwargs: dict[str, Any]) -> kopf.Index[Any, Key]:
+    # kopf passes each index to every handler as a keyword named after the index.
+    index: kopf.Index[Any, Key] = kwargs["agents_by_reference"]
+    return index
+
+
 @kopf.on.event(GROUP, VERSION, "modelassets")
 def model_asset_event(
-    event: kopf.RawEvent, namespace: str | None, name: str | None, memo: Any, **_: Any
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str | None,
+    memo: Any,
+    **kwargs: Any,
 ) -> None:
     if not (namespace and name):
         return
     runtime = _runtime(memo)
     runtime.enqueue(Key("ModelAsset", namespace, name), deleted=_deleted(event))
     # Agents wait for their assets: wake the ones naming this asset.
-    runtime.wake_referrers("ModelAsset", namespace, name)
+    runtime.wake_referrers(_references(kwargs), ("ModelAsset", namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "voiceagents")
@@ -158,17 +180,16 @@ def voice_agent_event(
     runtime = _runtime(memo)
     key = Key("VoiceAgent", namespace, name)
     runtime.enqueue(key, deleted=_deleted(event))
-    runtime.index_references(key, dict(spec), deleted=_deleted(event))
     # What an agent uses decides which asset versions may be pruned.
     for asset in references(dict(spec))[0]:
         runtime.queue.add(Key("ModelAsset", namespace, asset))
 
 
 @kopf.on.event("v1", "secrets")
-def secret_event(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+def secret_event(namespace: str | None, name: str | None, memo: Any, **kwargs: Any) -> None:
     # Only which agents name this Secret matters here; its data is never looked at.
     if namespace and name:
-        _runtime(memo).wake_referrers("Secret", namespace, name)
+        _runtime(memo).wake_referrers(_references(kwargs), ("Secret", namespace, name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

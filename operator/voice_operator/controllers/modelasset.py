@@ -6,7 +6,8 @@ import datetime
 
 from voice_operator.controllers.execute import execute
 from voice_operator.kube import Kube
-from voice_operator.plan.modelasset import AssetObservation, plan_model_asset
+from voice_operator.observe import observe_asset
+from voice_operator.plan.modelasset import plan_model_asset
 from voice_operator.plan.usage import versions_in_use
 from voice_operator.render.meta import LABEL_ASSET, MANAGED, Owner
 from voice_operator.settings import OperatorSettings
@@ -20,7 +21,7 @@ def reconcile_model_asset(kube: Kube, settings: OperatorSettings, key: Key) -> f
     meta = asset["metadata"]
     jobs = kube.list("Job", key.namespace, labels={LABEL_ASSET: key.name, **MANAGED})
     agents = kube.list("VoiceAgent", key.namespace)
-    observation = AssetObservation(
+    observation = observe_asset(
         owner=Owner("ModelAsset", meta["name"], meta["namespace"], meta["uid"]),
         generation=meta.get("generation", 0),
         spec=asset.get("spec", {}),

@@ -11,6 +11,17 @@ from pydantic import ValidationError
 from voice_operator.conditions import EventSpec
 
 
+@dataclass(frozen=True)
+class ProbeRequest:
+    """An HTTP check the plan wants run; its result is seen by a later reconcile."""
+
+    stage: str
+    revision: str
+    url: str
+    timeout_seconds: float
+    after_seconds: float = 0.0  # wait this long first (a retry after a failed attempt)
+
+
 @dataclass
 class Plan:
     apply: list[dict[str, Any]] = field(default_factory=list)  # in this order
@@ -18,6 +29,9 @@ class Plan:
     status_patch: dict[str, Any] | None = None  # merge patch of .status, None = unchanged
     events: list[EventSpec] = field(default_factory=list)
     requeue_after: float | None = None
+    probes: list[ProbeRequest] = field(default_factory=list)
+    # Why the plan is what it is, one line each: logged by the executor.
+    reasons: list[str] = field(default_factory=list)
 
     def requeue(self, seconds: float) -> None:
         self.requeue_after = (

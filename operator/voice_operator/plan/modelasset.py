@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ValidationError
 
+from voice_contracts.layout import version_folder
 from voice_operator.api.common import Condition
 from voice_operator.api.modelasset import (
     DownloadStatus,
@@ -24,10 +25,9 @@ from voice_operator.api.modelasset import (
     VersionStatus,
 )
 from voice_operator.conditions import EventSpec, set_condition, transition_events
+from voice_operator.observe import AssetObservation, JobState
 from voice_operator.plan import Plan, field_errors, status_patch
-from voice_operator.render.meta import LABEL_COMPONENT, Owner
 from voice_operator.render.modelasset import (
-    PRUNE_ANNOTATION,
     Asset,
     claim_name,
     desired_claim,
@@ -36,20 +36,8 @@ from voice_operator.render.modelasset import (
     desired_prune_job,
     fetch_job_name,
     source_hash,
-    version_folder,
 )
 from voice_operator.settings import OperatorSettings
-
-
-@dataclass(frozen=True)
-class AssetObservation:
-    owner: Owner
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
-    jobs: list[dict[str, Any]]
-    versions_in_use: frozenset[str]
-    now: datetime.datetime
 
 
 @dataclass
@@ -63,24 +51,11 @@ class _Outcome:
     events: list[EventSpec] = field(default_factory=list)
 
 
-def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in job.get("status", {}).get("conditions", []) or []:
-        if c.get("type") == type_ and c.get("status") == "True":
-            return c
-    return None
-
-
-def _parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _report_for(job: dict[str, Any], report: DownloadStatus | None) -> DownloadStatus | None:
+def _report_for(job: JobState, report: DownloadStatus | None) -> DownloadStatus | None:
     """The fetcher's report if it was written by this Job's run (not an older attempt)."""
     if report is None or report.updated_at is None:
         return None
-    created = _parse_time(job["metadata"].get("creationTimestamp"))
+    created = job.created
     if created is not None and report.updated_at < created - datetime.timedelta(seconds=5):
         return None
     return report
@@ -105,7 +80,7 @@ def _progress(report: DownloadStatus | None) -> Progress | None:
 def _download_outcome(
     asset: Asset,
     status: ModelAssetStatus,
-    jobs: list[dict[str, Any]],
+    jobs: list[JobState],
     plan: Plan,
     settings: OperatorSettings,
     now: datetime.datetime,
@@ -113,7 +88,7 @@ def _download_outcome(
     """Drive spec.version's download; returns its outcome and, once verified, its record."""
     spec = asset.spec
     name = fetch_job_name(asset)
-    job = next((j for j in jobs if j["metadata"]["name"] == name), None)
+    job = next((j for j in jobs if j.name == name), None)
     if job is None:
         plan.apply.append(desired_fetch_job(asset, settings))
         return _Outcome("Downloading", "JobCreated", f"downloading version {spec.version}"), None
@@ -151,18 +126,17 @@ def _download_outcome(
             report.message or f"downloading {spec.version} failed",
             _progress(report),
         ), None
-    failed = _job_condition(job, "Failed")
+    failed = job.failed
     if failed:
         return _Outcome(
             "Failed",
             "JobFailed",
-            f"download Job {name} failed: {failed.get('reason', '')} "
-            f"{failed.get('message', '')}".strip(),
+            f"download Job {name} failed: {failed.reason} {failed.message}".strip(),
             _progress(report),
         ), None
-    complete = _job_condition(job, "Complete")
+    complete = job.complete
     if complete:
-        finished = _parse_time(complete.get("lastTransitionTime")) or now
+        finished = complete.at or now
         waited = (now - finished).total_seconds()
         if waited >= settings.report_timeout_seconds:
             return _Outcome(
@@ -180,7 +154,7 @@ def _retention(
     asset: Asset,
     versions: list[VersionStatus],
     keep_always: set[str],
-    jobs: list[dict[str, Any]],
+    jobs: list[JobState],
     plan: Plan,
     settings: OperatorSettings,
 ) -> tuple[list[VersionStatus], list[str]]:
@@ -190,33 +164,30 @@ def _retention(
     """
     newest_first = sorted(versions, key=lambda v: v.ready_at or datetime.datetime.min, reverse=True)
     listed = {v.version for v in versions}
-    prune_jobs = [j for j in jobs if j["metadata"]["labels"].get(LABEL_COMPONENT) == "prune"]
+    prune_jobs = [j for j in jobs if j.component == "prune"]
     deleted: set[str] = set()
     for job in prune_jobs:
-        if _job_condition(job, "Complete"):
-            targets = job["metadata"].get("annotations", {}).get(PRUNE_ANNOTATION, "")
-            deleted |= {v for v in targets.split(",") if v in listed}
+        if job.complete:
+            deleted |= {v for v in job.prune_targets if v in listed}
     remaining = [v for v in newest_first if v.version not in deleted]
     keep = {v.version for v in remaining[: asset.spec.retain_versions]} | keep_always
     prune = sorted(v.version for v in remaining if v.version not in keep)
     if prune:
-        job = desired_prune_job(asset, prune, settings)
-        if not any(j["metadata"]["name"] == job["metadata"]["name"] for j in prune_jobs):
-            plan.apply.append(job)
+        prune_job = desired_prune_job(asset, prune, settings)
+        if not any(j.name == prune_job["metadata"]["name"] for j in prune_jobs):
+            plan.apply.append(prune_job)
     return remaining, sorted(deleted)
 
 
 def plan_model_asset(obs: AssetObservation, settings: OperatorSettings) -> Plan:
     plan = Plan()
-    before = obs.status
-    status = ModelAssetStatus.model_validate(before)
-    try:
-        spec = ModelAssetSpec.model_validate(obs.spec)
-    except ValidationError as e:
-        outcome = _Outcome("Failed", "InvalidSpec", field_errors(e))
+    status = obs.status
+    if isinstance(obs.spec, ValidationError):
+        outcome = _Outcome("Failed", "InvalidSpec", field_errors(obs.spec))
         return _finish(
             plan, obs, status, outcome, status.versions, status.current_version, [], None
         )
+    spec = obs.spec
     asset = Asset(obs.owner, spec)
     claim = desired_claim(asset)
     if claim:
@@ -249,9 +220,8 @@ def plan_model_asset(obs: AssetObservation, settings: OperatorSettings) -> Plan:
     # Fetch Jobs of older attempts (the spec changed under them) are superseded.
     current_job = fetch_job_name(asset)
     for job in obs.jobs:
-        meta = job["metadata"]
-        if meta["labels"].get(LABEL_COMPONENT) == "fetch" and meta["name"] != current_job:
-            plan.delete.append(("Job", meta["name"]))
+        if job.component == "fetch" and job.name != current_job:
+            plan.delete.append(("Job", job.name))
 
     ready_names = {v.version for v in versions}
     current: str | None
@@ -327,15 +297,16 @@ def _finish(
         claim_name=claim or status.claim_name,
         observed_generation=gen,
     )
-    after = {k: v for k, v in obs.status.items() if k == "downloads"}
+    before = status.wire()
+    after = {k: v for k, v in before.items() if k == "downloads"}
     # status.downloads is the fetchers' to write; the operator only removes pruned versions.
     after.update({k: v for k, v in new.wire().items() if k != "downloads"})
     if pruned and "downloads" in after:
         # Leave fetcher reports alone, except for versions that no longer exist.
         after["downloads"] = {k: v for k, v in after["downloads"].items() if k not in pruned}
-    patch = status_patch(obs.status, after)
-    if patch and pruned and "downloads" in obs.status:
-        patch["status"]["downloads"] = {v: None for v in pruned if v in obs.status["downloads"]}
+    patch = status_patch(before, after)
+    if patch and pruned and "downloads" in before:
+        patch["status"]["downloads"] = {v: None for v in pruned if v in before["downloads"]}
     plan.status_patch = patch
     plan.events = transition_events(status.conditions, conditions) + outcome.events
     return plan

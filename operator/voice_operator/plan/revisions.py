@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from pydantic import ValidationError
-
-from voice_operator.api.modelasset import FORMATS_BY_ENGINE, ModelAssetSpec, ModelAssetStatus
+from voice_contracts.layout import MODELS_MOUNT
+from voice_operator.api.modelasset import FORMATS_BY_ENGINE
 from voice_operator.api.voiceagent import (
     ComponentName,
     ComponentRevision,
@@ -16,25 +12,15 @@ from voice_operator.api.voiceagent import (
     SttComponent,
     TtsComponent,
 )
-from voice_operator.rollout import Blocked
+from voice_operator.observe import AssetView, SecretPresence
+from voice_operator.plan.rollout import Blocked
 from voice_operator.settings import OperatorSettings
-
-MODELS = "/models"
-
-
-@dataclass(frozen=True)
-class SecretPresence:
-    """What the operator knows of a Secret: whether it exists and which keys it has
-    (never the values)."""
-
-    exists: bool
-    keys: frozenset[str] = frozenset()
 
 
 def _internal(
     component: ComponentName,
     spec: SttComponent | LlmComponent | TtsComponent,
-    asset: dict[str, Any] | None,
+    asset: AssetView | None,
     settings: OperatorSettings,
 ) -> ComponentRevision | Blocked:
     name = spec.model
@@ -44,9 +30,8 @@ def _internal(
             "ModelNotReady",
             f"ModelAsset {name} (spec.{component}.model) does not exist yet",
         )
-    try:
-        asset_spec = ModelAssetSpec.model_validate(asset.get("spec", {}))
-    except ValidationError:
+    asset_spec = asset.spec
+    if asset_spec is None:
         return Blocked("Degraded", "ModelInvalid", f"ModelAsset {name} has an invalid spec")
     if asset_spec.engine != component:
         return Blocked(
@@ -56,7 +41,7 @@ def _internal(
             f"spec.{component} needs one of engine {component}, format "
             f"{' or '.join(FORMATS_BY_ENGINE[component])}",
         )
-    status = ModelAssetStatus.model_validate(asset.get("status") or {})
+    status = asset.status
     version = next((v for v in status.versions if v.version == status.current_version), None)
     if version is None or not status.claim_name:
         failure = model_failure(asset)
@@ -66,7 +51,7 @@ def _internal(
             "Progressing", "ModelNotReady", f"ModelAsset {name} has no Ready version yet"
         )
     main = version.main_file or ""
-    path = f"{MODELS}{version.path}/{main}" if main else f"{MODELS}{version.path}/"
+    path = f"{MODELS_MOUNT}{version.path}/{main}" if main else f"{MODELS_MOUNT}{version.path}/"
     model_format = version.format or asset_spec.format
     return ComponentRevision(
         provider="internal",
@@ -86,19 +71,15 @@ def _internal(
     )
 
 
-def model_failure(asset: dict[str, Any] | None) -> str | None:
+def model_failure(asset: AssetView | None) -> str | None:
     """Why the asset's spec.version failed to download, if it did: agents keep serving the
     version they have, but a version bump that will never arrive is news."""
-    if asset is None:
+    failed = asset.failed_condition if asset else None
+    if asset is None or failed is None:
         return None
-    status = ModelAssetStatus.model_validate(asset.get("status") or {})
-    failed = next((c for c in status.conditions if c.type == "Failed"), None)
-    if failed is None or failed.status != "True":
-        return None
-    name = asset["metadata"]["name"]
-    version = (asset.get("spec") or {}).get("version")
-    serving = f"; still serving {status.current_version}" if status.current_version else ""
-    return f"ModelAsset {name} version {version} failed ({failed.reason}){serving}"
+    current = asset.status.current_version
+    serving = f"; still serving {current}" if current else ""
+    return f"ModelAsset {asset.name} version {asset.spec_version} failed ({failed.reason}){serving}"
 
 
 def _external(
@@ -129,7 +110,7 @@ def _external(
 def desired_revision(
     component: ComponentName,
     spec: SttComponent | LlmComponent | TtsComponent,
-    assets: dict[str, dict[str, Any] | None],
+    assets: dict[str, AssetView | None],
     secrets: dict[str, SecretPresence],
     settings: OperatorSettings,
 ) -> ComponentRevision | Blocked:

@@ -3,9 +3,9 @@ a safe order, the status with its conditions, and the Events of what changed."""
 
 from __future__ import annotations
 
-import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -17,13 +17,23 @@ from voice_operator.api.voiceagent import (
     ComponentsStatus,
     ComponentStatus,
     GatewayStatus,
-    VoiceAgentSpec,
     VoiceAgentStatus,
 )
 from voice_operator.conditions import set_condition, transition_events
-from voice_operator.plan import Plan, field_errors, status_patch
-from voice_operator.plan.revisions import SecretPresence, desired_revision, model_failure
-from voice_operator.render.meta import ANNOTATION_REVISION, LABEL_COMPONENT, Owner
+from voice_operator.observe import (
+    AgentObservation,
+    DeploymentState,
+    PodState,
+    SecretPresence,
+)
+from voice_operator.plan import Plan, ProbeRequest, field_errors, status_patch
+from voice_operator.plan.revisions import desired_revision, model_failure
+from voice_operator.plan.rollout import (
+    RolloutInput,
+    RolloutStep,
+    next_rollout_step,
+    revision_of,
+)
 from voice_operator.render.voiceagent import (
     Agent,
     child_name,
@@ -33,80 +43,29 @@ from voice_operator.render.voiceagent import (
     desired_service,
     engine_url,
     gateway_url,
-    mounted_keys,
-)
-from voice_operator.rollout import (
-    DeploymentState,
-    RolloutInput,
-    RolloutStep,
-    next_rollout_step,
-    revision_of,
 )
 from voice_operator.settings import OperatorSettings
+
+__all__ = ["AgentObservation", "plan_voice_agent"]
 
 CRASH_RESTARTS = 3
 
 
-@dataclass(frozen=True)
-class AgentObservation:
-    owner: Owner
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
-    assets: dict[str, dict[str, Any] | None]  # the ModelAssets the spec names
-    secrets: dict[str, SecretPresence]  # the Secrets the spec names
-    deployments: dict[str, dict[str, Any]]  # by part: stt, llm, tts, gateway
-    pods: list[dict[str, Any]]
-    autoscaled: frozenset[str]  # Deployment names an HPA scales
-    probes: dict[str, bool | None]  # stage -> result of the rollout probe, when one ran
-    now: datetime.datetime
+# A probe that failed is tried again after this long (the reconcile that sees the
+# failure asks for the next attempt).
+PROBE_RETRY_SECONDS = 5.0
 
 
-def deployment_state(deployment: dict[str, Any] | None) -> DeploymentState | None:
-    if deployment is None:
-        return None
-    spec, status = deployment["spec"], deployment.get("status") or {}
-    annotations = spec["template"]["metadata"].get("annotations") or {}
-    generation = deployment["metadata"].get("generation", 0)
-    observed = status.get("observedGeneration", 0)
-    deadline = any(
-        c.get("type") == "Progressing"
-        and c.get("status") == "False"
-        and c.get("reason") == "ProgressDeadlineExceeded"
-        for c in status.get("conditions", []) or []
-    )
-    return DeploymentState(
-        template_revision=annotations.get(ANNOTATION_REVISION),
-        generation=generation,
-        observed_generation=observed,
-        replicas=spec.get("replicas", 1),
-        status_replicas=status.get("replicas", 0),
-        updated_replicas=status.get("updatedReplicas", 0),
-        ready_replicas=status.get("readyReplicas", 0),
-        available_replicas=status.get("availableReplicas", 0),
-        # A stale condition from before the last template change does not count.
-        deadline_exceeded=deadline and observed >= generation,
-    )
-
-
-def crash_loop(pods: list[dict[str, Any]], component: str, revision: str) -> str | None:
+def crash_loop(pods: list[PodState], component: str, revision: str) -> str | None:
     """Why pods of `revision` keep crashing, if they do."""
     for pod in pods:
-        meta = pod["metadata"]
-        if (
-            meta.get("labels", {}).get(LABEL_COMPONENT) != component
-            or (meta.get("annotations") or {}).get(ANNOTATION_REVISION) != revision
-        ):
+        if pod.component != component or pod.revision != revision:
             continue
-        for cs in (pod.get("status") or {}).get("containerStatuses", []) or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if (
-                waiting.get("reason") == "CrashLoopBackOff"
-                or cs.get("restartCount", 0) >= CRASH_RESTARTS
-            ):
+        for cs in pod.containers:
+            if cs.waiting_reason == "CrashLoopBackOff" or cs.restarts >= CRASH_RESTARTS:
                 return (
-                    f"pod {meta['name']}: container {cs['name']} restarted "
-                    f"{cs.get('restartCount', 0)} times ({waiting.get('reason', 'crashing')})"
+                    f"pod {pod.name}: container {cs.name} restarted "
+                    f"{cs.restarts} times ({cs.waiting_reason or 'crashing'})"
                 )
     return None
 
@@ -145,14 +104,8 @@ def _fallbacks(agent: Agent, secrets: dict[str, SecretPresence]) -> dict[str, di
     return found
 
 
-def _gateway_rolled_out(deployment: dict[str, Any] | None) -> bool:
-    state = deployment_state(deployment)
-    return state is not None and (
-        state.observed_generation >= state.generation
-        and state.updated_replicas == state.replicas
-        and state.available_replicas >= state.replicas
-        and state.status_replicas == state.replicas
-    )
+def _gateway_rolled_out(state: DeploymentState | None) -> bool:
+    return state is not None and state.settled
 
 
 def _stage_serves(step: RolloutStep) -> bool:
@@ -167,96 +120,100 @@ def _first(
     return next(((c, s) for c, s in steps.items() if s.state in states), None)
 
 
-def _conditions(
-    obs: AgentObservation,
-    status: VoiceAgentStatus,
-    steps: dict[ComponentName, RolloutStep],
-    gateway_ok: bool,
-    model_failures: dict[ComponentName, str],
-) -> list[Condition]:
-    gen, now = obs.generation, obs.now
-    conditions = status.conditions
-    # What needs the user's attention first, then what is merely on its way.
-    urgency = {"Failed": 0, "Blocked": 0, "RolledBack": 0, "Unavailable": 1, "RollingOut": 2}
+Steps = dict[ComponentName, RolloutStep]
+# (status, reason, message) of one condition.
+Verdict = tuple[Literal["True", "False"], str, str]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the conditions are judged on."""
+
+    steps: Steps
+    gateway_ok: bool
+    model_failures: dict[ComponentName, str]
+
+
+# What needs the user's attention first, then what is merely on its way.
+_URGENCY = {"Failed": 0, "Blocked": 0, "RolledBack": 0, "Unavailable": 1, "RollingOut": 2}
+
+
+def _ready(f: _Facts) -> Verdict:
     not_serving = sorted(
-        ((c, s) for c, s in steps.items() if not _stage_serves(s)),
-        key=lambda cs: urgency.get(cs[1].state, 3),
+        ((c, s) for c, s in f.steps.items() if not _stage_serves(s)),
+        key=lambda cs: _URGENCY.get(cs[1].state, 3),
     )
     if not_serving:
         c, s = not_serving[0]
-        conditions = set_condition(
-            conditions, "Ready", "False", s.reason, f"{c}: {s.message}", gen, now
-        )
-    elif not gateway_ok:
-        conditions = set_condition(
-            conditions,
-            "Ready",
-            "False",
-            "GatewayUnavailable",
-            "the gateway has no available pod yet",
-            gen,
-            now,
-        )
-    else:
-        conditions = set_condition(
-            conditions, "Ready", "True", "Serving", "every stage and the gateway serve", gen, now
-        )
+        return "False", s.reason, f"{c}: {s.message}"
+    if not f.gateway_ok:
+        return "False", "GatewayUnavailable", "the gateway has no available pod yet"
+    return "True", "Serving", "every stage and the gateway serve"
 
+
+def _progressing(f: _Facts) -> Verdict:
     moving = next(
-        ((c, s) for c, s in steps.items() if s.state == "Blocked" and s.reason == "ModelNotReady"),
+        (
+            (c, s)
+            for c, s in f.steps.items()
+            if s.state == "Blocked" and s.reason == "ModelNotReady"
+        ),
         None,
-    ) or _first(steps, {"RollingOut"})
+    ) or _first(f.steps, {"RollingOut"})
     if moving:
         c, s = moving
-        conditions = set_condition(
-            conditions, "Progressing", "True", s.reason, f"{c}: {s.message}", gen, now
-        )
-    else:
-        conditions = set_condition(
-            conditions, "Progressing", "False", "Stable", "no rollout in progress", gen, now
-        )
+        return "True", s.reason, f"{c}: {s.message}"
+    return "False", "Stable", "no rollout in progress"
 
-    bad = _first(steps, {"Failed", "RolledBack", "Unavailable"}) or next(
-        ((c, s) for c, s in steps.items() if s.state == "Blocked" and s.reason != "ModelNotReady"),
+
+def _degraded(f: _Facts) -> Verdict:
+    bad = _first(f.steps, {"Failed", "RolledBack", "Unavailable"}) or next(
+        (
+            (c, s)
+            for c, s in f.steps.items()
+            if s.state == "Blocked" and s.reason != "ModelNotReady"
+        ),
         None,
     )
     if bad:
         c, s = bad
-        conditions = set_condition(
-            conditions, "Degraded", "True", s.reason, f"{c}: {s.message}", gen, now
-        )
-    elif model_failures:
-        c, message = next(iter(model_failures.items()))
-        conditions = set_condition(
-            conditions, "Degraded", "True", "ModelVersionFailed", f"{c}: {message}", gen, now
-        )
-    else:
-        conditions = set_condition(
-            conditions, "Degraded", "False", "AsExpected", "nothing failed", gen, now
-        )
+        return "True", s.reason, f"{c}: {s.message}"
+    if f.model_failures:
+        c, message = next(iter(f.model_failures.items()))
+        return "True", "ModelVersionFailed", f"{c}: {message}"
+    return "False", "AsExpected", "nothing failed"
 
-    rolled = _first(steps, {"RolledBack"})
+
+def _rolled_back(f: _Facts) -> Verdict:
+    rolled = _first(f.steps, {"RolledBack"})
     if rolled:
         c, s = rolled
+        return "True", s.reason, f"{c}: {s.message}"
+    return "False", "NoRollback", "serving the spec's revisions or rolling out to them"
+
+
+# The agent's conditions, each judged by one rule, in the order they are written.
+CONDITIONS: tuple[tuple[str, Callable[[_Facts], Verdict]], ...] = (
+    ("Ready", _ready),
+    ("Progressing", _progressing),
+    ("Degraded", _degraded),
+    ("RolledBack", _rolled_back),
+)
+
+
+def _conditions(obs: AgentObservation, facts: _Facts) -> list[Condition]:
+    conditions = obs.status.conditions
+    for type_, rule in CONDITIONS:
+        status, reason, message = rule(facts)
         conditions = set_condition(
-            conditions, "RolledBack", "True", s.reason, f"{c}: {s.message}", gen, now
-        )
-    else:
-        conditions = set_condition(
-            conditions,
-            "RolledBack",
-            "False",
-            "NoRollback",
-            "serving the spec's revisions or rolling out to them",
-            gen,
-            now,
+            conditions, type_, status, reason, message, obs.generation, obs.now
         )
     return conditions
 
 
 def _invalid(obs: AgentObservation, error: ValidationError) -> Plan:
-    plan = Plan()
-    status = VoiceAgentStatus.model_validate(obs.status)
+    plan = Plan(reasons=["the spec is invalid: nothing is applied"])
+    status = obs.status
     message = field_errors(error)
     conditions = set_condition(
         status.conditions, "Degraded", "True", "InvalidSpec", message, obs.generation, obs.now
@@ -264,31 +221,59 @@ def _invalid(obs: AgentObservation, error: ValidationError) -> Plan:
     conditions = set_condition(
         conditions, "Ready", "False", "InvalidSpec", message, obs.generation, obs.now
     )
+    before = status.wire()
     after = {
-        **obs.status,
+        **before,
         "conditions": [c.wire() for c in conditions],
         "observedGeneration": obs.generation,
     }
-    plan.status_patch = status_patch(obs.status, after)
+    plan.status_patch = status_patch(before, after)
     plan.events = transition_events(status.conditions, conditions)
     return plan
 
 
+def _probe(
+    obs: AgentObservation, agent: Agent, c: ComponentName, good: str | None
+) -> tuple[bool | None, ProbeRequest | None]:
+    """(the probe's verdict on the stage's new revision, or None; the attempt to ask for).
+
+    A revision is probed once its Deployment has rolled it out and until it is known
+    good; each attempt's result is seen by exactly one reconcile."""
+    probe = agent.spec.rollout.probe
+    state = obs.deployments.get(c)
+    if probe is None or state is None or state.template_revision in (None, good):
+        return None, None
+    revision = state.template_revision or ""
+    if not state.rolled_out(revision):
+        return None, None
+    result = obs.probes.get(c)
+    passed = result.passed if result is not None and result.revision == revision else None
+    if passed is True:
+        return True, None
+    request = ProbeRequest(
+        stage=c,
+        revision=revision,
+        url=engine_url(agent.name, agent.namespace, c) + probe.path,
+        timeout_seconds=probe.timeout_seconds,
+        after_seconds=0.0 if passed is None else PROBE_RETRY_SECONDS,
+    )
+    return passed, request
+
+
 def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
-    try:
-        spec = VoiceAgentSpec.model_validate(obs.spec)
-    except ValidationError as e:
-        return _invalid(obs, e)
+    if isinstance(obs.spec, ValidationError):
+        return _invalid(obs, obs.spec)
+    spec = obs.spec
     agent = Agent(obs.owner, spec)
-    status = VoiceAgentStatus.model_validate(obs.status)
+    status = obs.status
     plan = Plan()
 
     gateway = obs.deployments.get("gateway")
     keys_wanted = _gateway_keys(agent, status)
     keys_ready = _gateway_rolled_out(gateway)
-    mounted = mounted_keys(gateway)
+    mounted = gateway.mounted_keys if gateway else {}
 
-    steps: dict[ComponentName, RolloutStep] = {}
+    steps: Steps = {}
     model_failures: dict[ComponentName, str] = {}
     for c in COMPONENTS:
         component_spec = spec.component(c)
@@ -299,17 +284,20 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
                 model_failures[c] = failure
         old = getattr(status.components, c) or ComponentStatus()
         rev = revision_of(desired) if isinstance(desired, ComponentRevision) else None
-        probe_configured = spec.rollout.probe is not None
+        probe_passed, probe_request = _probe(obs, agent, c, old.last_good_revision)
+        if probe_request is not None:
+            plan.probes.append(probe_request)
         steps[c] = next_rollout_step(
             RolloutInput(
                 component=c,
                 desired=desired,
                 status=old,
-                deployment=deployment_state(obs.deployments.get(c)),
+                deployment=obs.deployments.get(c),
                 replicas=component_spec.replicas,
                 crash_loop=crash_loop(obs.pods, c, rev) if rev else None,
-                probe_passed=obs.probes.get(c) if probe_configured else None,
+                probe_passed=probe_passed,
                 probe_threshold=spec.rollout.probe.failure_threshold if spec.rollout.probe else 1,
+                probe_pending=probe_request is not None and probe_passed is None,
                 gateway_has_key=keys_ready
                 and c in keys_wanted
                 and mounted.get(c) == keys_wanted[c],
@@ -321,10 +309,10 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
                 history_limit=settings.history_limit,
             )
         )
+        plan.reasons.append(f"{c}: {steps[c].state} ({steps[c].reason}): {steps[c].message}")
 
     _children(plan, agent, steps, obs, keys_wanted, settings)
-    gateway_state = deployment_state(gateway)
-    gateway_ok = gateway_state is not None and gateway_state.available_replicas > 0
+    gateway_ok = gateway is not None and gateway.available_replicas > 0
     components = {}
     for c, step in steps.items():
         route = step.route
@@ -342,15 +330,15 @@ def plan_voice_agent(obs: AgentObservation, settings: OperatorSettings) -> Plan:
         if step.state == "RollingOut":
             plan.requeue(30.0)  # a safety net; Deployment events normally wake us first
     new = VoiceAgentStatus(
-        conditions=_conditions(obs, status, steps, gateway_ok, model_failures),
+        conditions=_conditions(obs, _Facts(steps, gateway_ok, model_failures)),
         components=ComponentsStatus(**components),
         gateway=GatewayStatus(
             url=gateway_url(agent),
-            ready_replicas=gateway_state.ready_replicas if gateway_state else 0,
+            ready_replicas=gateway.ready_replicas if gateway else 0,
         ),
         observed_generation=obs.generation,
     )
-    plan.status_patch = status_patch(obs.status, new.wire())
+    plan.status_patch = status_patch(status.wire(), new.wire())
     plan.events = transition_events(status.conditions, new.conditions) + plan.events
     return plan
 

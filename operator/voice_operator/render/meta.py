@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +16,9 @@ LABEL_MODEL_VERSION = "voiceops.dev/model-version"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_REVISION = "voiceops.dev/revision"
-ANNOTATION_CONFIG_HASH = "voiceops.dev/config-hash"
 ANNOTATION_SPEC_HASH = "voiceops.dev/spec-hash"
+# The versions a prune Job deletes, comma-separated.
+ANNOTATION_PRUNE = "voiceops.dev/prune"
 
 MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
 
@@ -75,24 +74,6 @@ def labels(name: str, instance: str, component: str, **extra: str) -> dict[str, 
         **MANAGED,
         **extra,
     }
-
-
-def canonical(value: Any) -> Any:
-    """The value as the apiserver will give it back."""
-    # The apiserver stores 1.0 as 1: a value read back from status must hash the same.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
-def short_hash(value: Any, length: int = 10) -> str:
-    """A stable hash of any JSON-able value (key order and 1 vs 1.0 do not matter)."""
-    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def pod_values(settings: OperatorSettings) -> dict[str, Any]:

@@ -3,30 +3,29 @@ least-privilege identity it reports with, and the Job that deletes pruned versio
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from voice_contracts.fetch import PERMANENT_EXIT_CODES, FetchSpec, FileSpec, env_name, job_env
+from voice_contracts.layout import MODELS_MOUNT, version_path
 from voice_operator import API_VERSION
 from voice_operator.api.modelasset import ModelAssetSpec
+from voice_operator.hashing import short_hash
 from voice_operator.render import render
 from voice_operator.render.meta import (
+    ANNOTATION_PRUNE,
     ANNOTATION_SPEC_HASH,
     LABEL_ASSET,
     LABEL_VERSION,
     Owned,
     labels,
     pod_values,
-    short_hash,
 )
 from voice_operator.settings import OperatorSettings
 
-MOUNT = "/models"
-PRUNE_ANNOTATION = "voiceops.dev/prune"
 # Finished prune Jobs stay a while for `kubectl describe`; the TTL controller removes them.
 PRUNE_JOB_TTL_SECONDS = 3600
-# Exit codes of the fetcher that no retry can fix (see docs/fetch.md).
-PERMANENT_EXIT_CODES = [2, 3, 4, 5]
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,6 @@ class Asset(Owned):
 
 def claim_name(asset: Asset) -> str:
     return asset.spec.storage.existing_claim or f"{asset.name}-models"
-
-
-def version_folder(asset_name: str, version: str) -> str:
-    """Where a version lives inside the PVC (the PVC is mounted at /models)."""
-    return f"/{asset_name}/{version}"
 
 
 def source_hash(spec: ModelAssetSpec) -> str:
@@ -110,6 +104,7 @@ def _pod_values(asset: Asset, settings: OperatorSettings) -> dict[str, Any]:
         **pod_values(settings),
         "image": settings.engine_image,
         "claim_name": claim_name(asset),
+        "models_mount": MODELS_MOUNT,
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
@@ -119,26 +114,26 @@ def _pod_values(asset: Asset, settings: OperatorSettings) -> dict[str, Any]:
 
 def fetch_env(asset: Asset) -> list[dict[str, Any]]:
     spec = asset.spec
+    fetch = FetchSpec(
+        asset=asset.name,
+        namespace=asset.namespace,
+        version=spec.version,
+        dest=Path(version_path(asset.name, spec.version)),
+        report="kube",
+        files=tuple(FileSpec(url=f.url, sha256=f.sha256, path=f.path) for f in spec.files or []),
+        ollama_model=spec.ollama.model if spec.ollama else None,
+        auth_header_name=spec.auth.header if spec.auth else "Authorization",
+    )
     env: list[dict[str, Any]] = [
-        {"name": "FETCH_ASSET", "value": asset.name},
-        {"name": "FETCH_NAMESPACE", "value": asset.namespace},
-        {"name": "FETCH_VERSION", "value": spec.version},
-        {"name": "FETCH_DEST", "value": MOUNT + version_folder(asset.name, spec.version)},
-        {"name": "FETCH_REPORT", "value": "kube"},
+        *job_env(fetch),
         # `ollama serve` writes a key pair under $HOME; the root filesystem is read-only.
         {"name": "HOME", "value": "/tmp"},
     ]
-    if spec.ollama:
-        env.append({"name": "FETCH_OLLAMA_MODEL", "value": spec.ollama.model})
-    else:
-        files = [f.wire() for f in spec.files or []]
-        env.append({"name": "FETCH_FILES", "value": json.dumps(files, separators=(",", ":"))})
     if spec.auth:
         ref = spec.auth.secret_ref
-        env.append({"name": "FETCH_AUTH_HEADER_NAME", "value": spec.auth.header})
         env.append(
             {
-                "name": "FETCH_AUTH_HEADER",
+                "name": env_name("auth_header_value"),
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
@@ -159,7 +154,7 @@ def desired_fetch_job(asset: Asset, settings: OperatorSettings) -> dict[str, Any
                 "onExitCodes": {
                     "containerName": "fetch",
                     "operator": "In",
-                    "values": PERMANENT_EXIT_CODES,
+                    "values": [int(code) for code in PERMANENT_EXIT_CODES],
                 },
             }
         ],
@@ -177,11 +172,11 @@ def desired_prune_job(
     asset: Asset, versions: list[str], settings: OperatorSettings
 ) -> dict[str, Any]:
     """Deletes the folders of `versions` (none of which an agent uses)."""
-    folders = [MOUNT + version_folder(asset.name, v) for v in sorted(versions)]
+    folders = [version_path(asset.name, v) for v in sorted(versions)]
     return render(
         "job",
         **_meta(asset, f"{asset.name}-prune-{short_hash(sorted(versions), 8)}", "prune"),
-        annotations={PRUNE_ANNOTATION: ",".join(sorted(versions))},
+        annotations={ANNOTATION_PRUNE: ",".join(sorted(versions))},
         ttl_seconds_after_finished=PRUNE_JOB_TTL_SECONDS,
         backoff_limit=3,
         pod_failure_rules=[],

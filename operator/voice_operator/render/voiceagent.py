@@ -3,11 +3,30 @@ the gateway Deployment and Service, and the routes ConfigMap the gateway reads."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from voice_operator.api.voiceagent import ComponentName, ComponentRevision, VoiceAgentSpec
+from voice_contracts import routes as wire
+from voice_contracts.env import GatewayEnv, LlmEnv, SttEnv, TtsEnv, env_vars
+from voice_contracts.layout import (
+    KEY_DIR,
+    MODELS_MOUNT,
+    PORT,
+    ROUTES_DIR,
+    ROUTES_FILE,
+    ROUTES_PATH,
+    key_item_path,
+    key_path,
+)
+from voice_operator.api.voiceagent import (
+    ComponentName,
+    ComponentRevision,
+    LlmSettings,
+    SttSettings,
+    TtsSettings,
+    VoiceAgentSpec,
+)
+from voice_operator.hashing import revision_hash
 from voice_operator.render import render
 from voice_operator.render.meta import (
     ANNOTATION_REVISION,
@@ -15,31 +34,17 @@ from voice_operator.render.meta import (
     LABEL_MODEL_VERSION,
     PROMETHEUS_SCRAPE,
     Owned,
-    canonical,
     labels,
     pod_values,
-    short_hash,
 )
 from voice_operator.settings import OperatorSettings
 
-PORT = 8080
-MODELS = "/models"
-KEY_DIR = "/var/run/secrets/voiceops"
-ROUTES_DIR = "/etc/voiceops/routes"
-ROUTES_FILE = "routes.json"
 COMMANDS: dict[str, str] = {"stt": "voice-stt", "llm": "voice-llm", "tts": "voice-tts"}
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
     "stt": {"cpu": "1", "memory": "1Gi"},
     "llm": {"cpu": "2", "memory": "2Gi"},
     "tts": {"cpu": "500m", "memory": "512Mi"},
     "gateway": {"cpu": "200m", "memory": "256Mi"},
-}
-BACKENDS = {
-    "ggml": "whispercpp",
-    "ct2": "faster-whisper",
-    "gguf": "llamacpp",
-    "ollama": "ollama",
-    "onnx": "piper",
 }
 OLLAMA_ADDRESS = "127.0.0.1:11434"
 
@@ -90,40 +95,60 @@ def _env(values: dict[str, Any]) -> list[dict[str, str]]:
     return [{"name": k, "value": str(v)} for k, v in values.items() if v is not None]
 
 
+# whisper.cpp and llama.cpp spin their OpenMP threads at every wait by default; on a
+# shared node that turned 0.5 s transcriptions into 5-10 s (docs/engines.md).
+_PROCESS_ENV = {"HOME": "/tmp", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[str, str]]:
     """The engine's settings, in the environment variables the engines read."""
-    s = rev.settings
-    # whisper.cpp and llama.cpp spin their OpenMP threads at every wait by default; on a
-    # shared node that turned 0.5 s transcriptions into 5-10 s (docs/engines.md).
-    common = {"PORT": PORT, "HOME": "/tmp", "OMP_WAIT_POLICY": "PASSIVE"}
+    path = rev.model_path or ""
     if component == "stt":
-        values = {
-            "STT_BACKEND": BACKENDS[rev.model_format or "ggml"],
-            "STT_MODEL_PATH": rev.model_path,
-            "STT_MODEL_NAME": rev.model,
-            "STT_THREADS": s.get("threads"),
-            "STT_TEMPERATURE": s.get("temperature"),
-            "STT_LANGUAGE": s.get("language"),
-        }
-    elif component == "tts":
-        values = {
-            "TTS_VOICE_PATH": rev.model_path,
-            "TTS_VOICE_NAME": rev.model,
-            "TTS_SPEED": s.get("speed"),
-        }
+        stt = SttSettings.model_validate(rev.settings)
+        return env_vars(
+            SttEnv(
+                port=PORT,
+                stt_backend="faster-whisper" if rev.model_format == "ct2" else "whispercpp",
+                stt_model_path=path,
+                stt_model_name=rev.model or "",
+                stt_threads=stt.threads,
+                stt_temperature=stt.temperature,
+                stt_language=stt.language,
+            ),
+            **_PROCESS_ENV,
+        )
+    if component == "tts":
+        tts = TtsSettings.model_validate(rev.settings)
+        return env_vars(
+            TtsEnv(
+                port=PORT, tts_voice_path=path, tts_voice_name=rev.model or "", tts_speed=tts.speed
+            ),
+            **_PROCESS_ENV,
+        )
+    llm = LlmSettings.model_validate(rev.settings)
+    if rev.model_format == "ollama":
+        env = LlmEnv(
+            port=PORT,
+            llm_backend="ollama",
+            llm_model=rev.ollama_model or "",
+            ollama_base_url=f"http://{OLLAMA_ADDRESS}",
+            llm_max_tokens=llm.max_tokens,
+            llm_temperature=llm.temperature,
+            llm_context=llm.context_size,
+            llm_system_prompt=llm.system_prompt,
+        )
     else:
-        ollama = rev.model_format == "ollama"
-        values = {
-            "LLM_BACKEND": BACKENDS[rev.model_format or "gguf"],
-            "LLM_MODEL_PATH": None if ollama else rev.model_path,
-            "LLM_MODEL": rev.ollama_model if ollama else rev.model,
-            "OLLAMA_BASE_URL": f"http://{OLLAMA_ADDRESS}" if ollama else None,
-            "LLM_MAX_TOKENS": s.get("maxTokens"),
-            "LLM_TEMPERATURE": s.get("temperature"),
-            "LLM_CONTEXT": s.get("contextSize"),
-            "LLM_SYSTEM_PROMPT": s.get("systemPrompt"),
-        }
-    return _env({**common, **values})
+        env = LlmEnv(
+            port=PORT,
+            llm_backend="llamacpp",
+            llm_model_path=path,
+            llm_model=rev.model or "",
+            llm_max_tokens=llm.max_tokens,
+            llm_temperature=llm.temperature,
+            llm_context=llm.context_size,
+            llm_system_prompt=llm.system_prompt,
+        )
+    return env_vars(env, **_PROCESS_ENV)
 
 
 def _resources(rev_resources: dict[str, Any] | None, part: str) -> dict[str, Any]:
@@ -140,9 +165,9 @@ def desired_engine_deployment(
     """The engine of an internal stage, running `rev`. `replicas` None leaves the field to
     whoever else owns it (an HPA)."""
     assert rev.provider == "internal"
-    revision = short_hash(rev.wire())
+    revision = rev.revision
     mounts = [
-        {"name": "models", "mountPath": MODELS, "readOnly": True},
+        {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     containers: list[dict[str, Any]] = [
@@ -213,21 +238,44 @@ def desired_service(
     )
 
 
-def key_path(component: str) -> str:
-    return f"{KEY_DIR}/{component}/api-key"
+_ROUTE = {"stt": wire.SttRoute, "llm": wire.LlmRoute, "tts": wire.TtsRoute}
 
 
-def _vendor(external: dict[str, Any], key_file: str) -> dict[str, Any]:
-    return {
-        "vendor": external.get("vendor"),
-        "model": external.get("model"),
-        "url": external.get("url"),
-        "voice": external.get("voice"),
+def _route_settings(component: str, settings: dict[str, Any]) -> wire.RouteSettings:
+    """The stage's settings as the routes file carries them."""
+    if component == "stt":
+        stt = SttSettings.model_validate(settings)
+        return wire.SttRouteSettings(
+            temperature=stt.temperature, language=stt.language, threads=stt.threads
+        )
+    if component == "llm":
+        llm = LlmSettings.model_validate(settings)
+        return wire.LlmRouteSettings(
+            max_tokens=llm.max_tokens,
+            temperature=llm.temperature,
+            system_prompt=llm.system_prompt,
+            context_size=llm.context_size,
+        )
+    return wire.TtsRouteSettings(speed=TtsSettings.model_validate(settings).speed)
+
+
+def _vendor(
+    component: str, external: dict[str, Any], slot: str, revision: str, settings: dict[str, Any]
+) -> wire.StageRoute:
+    ref = external.get("apiKeySecretRef")
+    return _ROUTE[component](
+        provider="external",
+        revision=revision,
+        settings=_route_settings(component, settings),
+        vendor=external.get("vendor"),
+        model=external.get("model"),
+        url=external.get("url"),
+        voice=external.get("voice"),
         # Where the key comes from, for people reading the ConfigMap; the gateway reads
         # the file mounted from that Secret. Never the value.
-        "secretRef": external.get("apiKeySecretRef"),
-        "apiKeyFile": key_file,
-    }
+        secret_ref=wire.SecretRef(name=ref["name"], key=ref["key"]) if ref else None,
+        api_key_file=key_path(slot),
+    )
 
 
 def route(
@@ -235,28 +283,27 @@ def route(
     component: str,
     rev: ComponentRevision | None,
     fallback: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
+) -> wire.StageRoute | None:
     """One stage's entry in routes.json: where the gateway sends it (and where next, when
     that fails). Keys by file path only."""
     if rev is None:
         return None
-    base = {"provider": rev.provider, "revision": short_hash(rev.wire()), "settings": rev.settings}
     if rev.provider == "internal":
-        entry = {
-            **base,
-            "url": engine_url(agent.name, agent.namespace, component),
-            "model": rev.model,
-            "modelVersion": rev.model_version,
-        }
+        entry = _ROUTE[component](
+            provider="internal",
+            revision=rev.revision,
+            settings=_route_settings(component, rev.settings),
+            url=engine_url(agent.name, agent.namespace, component),
+            model=rev.model,
+            model_version=rev.model_version,
+        )
     else:
-        entry = {**base, **_vendor(rev.external or {}, key_path(component))}
+        entry = _vendor(component, rev.external or {}, component, rev.revision, rev.settings)
     if fallback is not None:
-        entry["fallback"] = {
-            "provider": "external",
-            "revision": short_hash(fallback),
-            "settings": rev.settings,
-            **_vendor(fallback, key_path(f"{component}-fallback")),
-        }
+        backup = _vendor(
+            component, fallback, f"{component}-fallback", revision_hash(fallback), rev.settings
+        )
+        entry = entry.model_copy(update={"fallback": backup})
     return entry
 
 
@@ -266,15 +313,15 @@ def desired_routes(
     fallbacks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     fallbacks = fallbacks or {}
-    document = {
-        "agent": agent.name,
-        "namespace": agent.namespace,
-        "stages": {c: route(agent, c, rev, fallbacks.get(c)) for c, rev in routes.items()},
-    }
+    document = wire.Routes(
+        agent=agent.name,
+        namespace=agent.namespace,
+        stages=wire.Stages.model_validate(
+            {c: route(agent, c, rev, fallbacks.get(c)) for c, rev in routes.items()}
+        ),
+    )
     return render(
-        "configmap",
-        **_meta(agent, "routes", "voice-gateway"),
-        data={ROUTES_FILE: json.dumps(canonical(document), indent=2, sort_keys=True)},
+        "configmap", **_meta(agent, "routes", "voice-gateway"), data={ROUTES_FILE: document.text()}
     )
 
 
@@ -290,7 +337,7 @@ def key_sources(keys: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
             "secret": {
                 "name": ref["name"],
                 "optional": True,
-                "items": [{"key": ref["key"], "path": f"{component}/api-key"}],
+                "items": [{"key": ref["key"], "path": key_item_path(component)}],
             }
         }
         for component, ref in sorted(keys.items())
@@ -310,13 +357,9 @@ def desired_gateway_deployment(
         "name": "gateway",
         "image": gateway.image or settings.engine_image,
         "command": ["voice-gateway"],
-        "env": _env(
-            {
-                "PORT": PORT,
-                "HOME": "/tmp",
-                "GATEWAY_AGENT": agent.name,
-                "GATEWAY_ROUTES_PATH": f"{ROUTES_DIR}/{ROUTES_FILE}",
-            }
+        "env": env_vars(
+            GatewayEnv(port=PORT, gateway_agent=agent.name, gateway_routes_path=ROUTES_PATH),
+            HOME="/tmp",
         ),
         "ports": [{"name": "http", "containerPort": PORT}],
         "resources": gateway.resources.wire()
@@ -349,17 +392,3 @@ def desired_gateway_deployment(
             {"name": "tmp", "emptyDir": {}},
         ],
     )
-
-
-def mounted_keys(deployment: dict[str, Any] | None) -> dict[str, dict[str, str]]:
-    """Which stage keys a gateway Deployment's pod template mounts, as key_sources wrote them."""
-    if deployment is None:
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
-        for source in (volume.get("projected") or {}).get("sources", []) or []:
-            secret = source.get("secret") or {}
-            for item in secret.get("items", []):
-                component = item["path"].split("/")[0]
-                found[component] = {"name": secret["name"], "key": item["key"]}
-    return found

@@ -7,7 +7,8 @@ import datetime
 import pytest
 
 from voice_operator.api.modelasset import ModelAssetSpec
-from voice_operator.plan.modelasset import AssetObservation, plan_model_asset
+from voice_operator.observe import observe_asset
+from voice_operator.plan.modelasset import plan_model_asset
 from voice_operator.render.meta import Owner
 from voice_operator.render.modelasset import Asset, fetch_job_name, source_hash
 from voice_operator.settings import OperatorSettings
@@ -79,7 +80,16 @@ def plan(
     s: dict, status: dict | None = None, jobs: list | None = None, in_use: frozenset = frozenset()
 ):
     return plan_model_asset(
-        AssetObservation(OWNER, 3, s, status or {}, jobs or [], in_use, NOW), SETTINGS
+        observe_asset(
+            owner=OWNER,
+            generation=3,
+            spec=s,
+            status=status or {},
+            jobs=jobs or [],
+            versions_in_use=in_use,
+            now=NOW,
+        ),
+        SETTINGS,
     )
 
 

@@ -9,10 +9,11 @@ import pytest
 from ready_assets import file_asset_spec, ready_asset
 
 from voice_operator.api.voiceagent import VoiceAgentSpec
-from voice_operator.plan.revisions import SecretPresence, desired_revision
-from voice_operator.plan.voiceagent import AgentObservation, plan_voice_agent
+from voice_operator.observe import AgentObservation, SecretPresence, asset_view, observe_agent
+from voice_operator.plan.revisions import desired_revision
+from voice_operator.plan.rollout import revision_of
+from voice_operator.plan.voiceagent import plan_voice_agent
 from voice_operator.render.meta import Owner
-from voice_operator.rollout import revision_of
 from voice_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
@@ -46,7 +47,7 @@ def observe(
     deployments=None,
     autoscaled=frozenset(),
 ) -> AgentObservation:
-    return AgentObservation(
+    return observe_agent(
         owner=OWNER,
         generation=1,
         spec=s,
@@ -182,7 +183,11 @@ def _key_sources(plan) -> list[dict]:
 def _serving_stt(s: dict) -> tuple[dict, dict]:
     """A status and a Deployment in which the stt stage serves its desired revision."""
     revision = desired_revision(
-        "stt", VoiceAgentSpec.model_validate(s).stt, {n: asset(n) for n in FORMATS}, {}, SETTINGS
+        "stt",
+        VoiceAgentSpec.model_validate(s).stt,
+        {n: asset_view(asset(n)) for n in FORMATS},
+        {},
+        SETTINGS,
     )
     rev = revision_of(revision)
     status = {"components": {"stt": {"lastGoodRevision": rev, "lastGood": revision.wire()}}}

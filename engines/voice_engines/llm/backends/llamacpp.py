@@ -20,7 +20,7 @@ class LlamaCppBackend:
     def __init__(self, settings: LlmSettings) -> None:
         from llama_cpp import Llama
 
-        path = settings.llm_model_path
+        path = settings.model_path
         if not path.is_file():
             raise FileNotFoundError(f"LLM_MODEL_PATH {path} is not a GGUF file")
         self._llm = Llama(

@@ -12,7 +12,7 @@ class FasterWhisperBackend:
     def __init__(self, settings: SttSettings) -> None:
         from faster_whisper import WhisperModel
 
-        path = settings.stt_model_path
+        path = settings.model_path
         if not (path / "model.bin").is_file():
             raise FileNotFoundError(f"STT_MODEL_PATH {path} is not a CTranslate2 model folder")
         self._model = WhisperModel(

@@ -29,7 +29,7 @@ class WhisperCppBackend:
     def __init__(self, settings: SttSettings) -> None:
         from pywhispercpp.model import Model
 
-        path = settings.stt_model_path
+        path = settings.model_path
         if not path.is_file():
             raise FileNotFoundError(f"STT_MODEL_PATH {path} is not a ggml model file")
         beam = settings.stt_beam_size

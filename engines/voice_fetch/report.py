@@ -25,20 +25,24 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from voice_operator import GROUP, VERSION
-from voice_operator.fetch.manifest import FileRecord, rfc3339
+from voice_contracts import GROUP, VERSION
+from voice_contracts.fetch import (
+    DOWNLOADING,
+    DownloadPhase,
+    DownloadStatus,
+    FileStatus,
+    download_patch,
+)
+from voice_fetch.manifest import FileRecord
 
 log = logging.getLogger(__name__)
 
 PLURAL = "modelassets"
-DOWNLOADING = "Downloading"
-VERIFIED = "Verified"
-FAILED = "Failed"
 
 
 @dataclass(frozen=True)
 class DownloadState:
-    phase: str
+    phase: DownloadPhase
     reason: str
     message: str
     done_bytes: int = 0
@@ -46,26 +50,24 @@ class DownloadState:
     files: tuple[FileRecord, ...] = field(default=())
 
 
-def download_status(state: DownloadState, now: datetime) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "phase": state.phase,
-        "reason": state.reason,
-        "message": state.message,
-        "doneBytes": state.done_bytes,
-        "totalBytes": state.total_bytes,
-        "updatedAt": rfc3339(now),
-    }
-    if state.phase == VERIFIED:
-        status["files"] = [
-            {"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in state.files
-        ]
-    return status
+def download_status(state: DownloadState, now: datetime) -> DownloadStatus:
+    files = None
+    if state.phase == "Verified":
+        files = [FileStatus(path=f.path, sha256=f.sha256, bytes=f.bytes) for f in state.files]
+    return DownloadStatus(
+        phase=state.phase,
+        reason=state.reason,
+        message=state.message,
+        done_bytes=state.done_bytes,
+        total_bytes=state.total_bytes,
+        files=files,
+        # Second precision, as the apiserver keeps its own timestamps.
+        updated_at=now.astimezone(UTC).replace(microsecond=0),
+    )
 
 
 def status_patch(version: str, state: DownloadState, now: datetime) -> dict[str, Any]:
-    """JSON merge patch for the status subresource, keyed by version so that Jobs of
-    different versions of one asset never overwrite each other's entry."""
-    return {"status": {"downloads": {version: download_status(state, now)}}}
+    return download_patch(version, download_status(state, now))
 
 
 def status_path(namespace: str, asset: str) -> str:
@@ -181,7 +183,7 @@ class Reporter:
     def start(self) -> None:
         self._thread.start()
 
-    def set_state(self, phase: str, reason: str, message: str) -> None:
+    def set_state(self, phase: DownloadPhase, reason: str, message: str) -> None:
         with self._cond:
             if (phase, reason, message) == (
                 self._state.phase,

@@ -17,31 +17,30 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from voice_operator.fetch.errors import (
-    EXIT_OK,
-    EXIT_OTHER,
-    EXIT_TERMINATED,
-    FetchError,
-    InvalidSpecError,
-    Reason,
-    Terminated,
-    exit_code_for,
-    is_disk_full,
-)
-from voice_operator.fetch.progress import Progress
-from voice_operator.fetch.report import (
+from voice_contracts.fetch import (
     DOWNLOADING,
     FAILED,
     VERIFIED,
+    ExitCode,
+    FetchError,
+    FetchSpec,
+    InvalidSpecError,
+    Reason,
+    exit_code_for,
+    load_spec,
+    report_mode_default,
+)
+from voice_fetch.errors import Terminated, is_disk_full
+from voice_fetch.progress import Progress
+from voice_fetch.report import (
     DownloadState,
     KubeSink,
     LogSink,
     Reporter,
     Sink,
 )
-from voice_operator.fetch.spec import FetchSpec, load_spec, report_mode_default
 
-log = logging.getLogger("voice_operator.fetch")
+log = logging.getLogger("voice_fetch")
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -118,11 +117,11 @@ def fetch(spec: FetchSpec, reporter: Reporter, progress: Progress) -> DownloadSt
 
     # Imported here so that a bad spec is reported without loading httpx or ollama.
     if spec.ollama_model:
-        from voice_operator.fetch.ollama_pull import pull_version
+        from voice_fetch.ollama_pull import pull_version
 
         records = pull_version(spec, progress, on_state)
     else:
-        from voice_operator.fetch.version_folder import fetch_version
+        from voice_fetch.version_folder import fetch_version
 
         records = fetch_version(spec, progress, on_state)
     size = sum(r.bytes for r in records)
@@ -150,7 +149,7 @@ def run(env: Mapping[str, str]) -> int:
         sink = make_sink(spec.report, spec.asset, spec.namespace)
     except Exception as exc:
         log.error("cannot set up status reporting (%s): %s", spec.report, exc)
-        return EXIT_OTHER
+        return ExitCode.OTHER
     progress = Progress()
     reporter = Reporter(
         sink,
@@ -163,7 +162,7 @@ def run(env: Mapping[str, str]) -> int:
     reporter.start()
     try:
         final = fetch(spec, reporter, progress)
-        code = EXIT_OK
+        code = ExitCode.OK
     except FetchError as exc:
         final, code = _failed(exc.reason, exc.message, progress), exc.exit_code
     except OSError as exc:
@@ -174,18 +173,18 @@ def run(env: Mapping[str, str]) -> int:
         # The pod is going away (Job deleted, node drained): keep the .part files for
         # the next pod and leave the status to whoever stopped us.
         log.warning("terminated; partial files kept for the next attempt")
-        return EXIT_TERMINATED
+        return ExitCode.TERMINATED
     except Exception as exc:
         log.exception("unexpected error")
         final = _failed(Reason.INTERNAL_ERROR, f"unexpected {type(exc).__name__}", progress)
-        code = EXIT_OTHER
+        code = ExitCode.OTHER
 
     if final.phase == FAILED:
         log.error("%s: %s", final.reason, final.message)
     else:
         log.info("%s", final.message)
-    if not reporter.finish(final) and code == EXIT_OK:
-        return EXIT_OTHER
+    if not reporter.finish(final) and code == ExitCode.OK:
+        return ExitCode.OTHER
     return code
 
 

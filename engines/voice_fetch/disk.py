@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from voice_operator.fetch.errors import FetchError, Reason
-from voice_operator.fetch.spec import LOCK_NAME
+from voice_contracts.layout import LOCK_NAME
+from voice_fetch.errors import FetchError, Reason
 
 HASH_BLOCK = 1 << 20
 

@@ -28,11 +28,11 @@ from voice_operator.api.voiceagent import (
     RevisionRecord,
 )
 from voice_operator.conditions import EventSpec
-from voice_operator.render.meta import short_hash
+from voice_operator.observe import DeploymentState
 
 
 def revision_of(revision: ComponentRevision) -> str:
-    return short_hash(revision.wire(), 10)
+    return revision.revision
 
 
 @dataclass(frozen=True)
@@ -45,31 +45,6 @@ class Blocked:
 
 
 @dataclass(frozen=True)
-class DeploymentState:
-    """The engine Deployment as observed."""
-
-    template_revision: str | None
-    generation: int
-    observed_generation: int
-    replicas: int
-    status_replicas: int
-    updated_replicas: int
-    ready_replicas: int
-    available_replicas: int
-    deadline_exceeded: bool
-
-    def rolled_out(self, revision: str) -> bool:
-        """Every pod runs `revision` and is available; no old pod is left."""
-        return (
-            self.template_revision == revision
-            and self.observed_generation >= self.generation
-            and self.updated_replicas == self.replicas
-            and self.available_replicas >= self.replicas
-            and self.status_replicas == self.replicas
-        )
-
-
-@dataclass(frozen=True)
 class RolloutInput:
     component: str
     desired: ComponentRevision | Blocked
@@ -77,7 +52,7 @@ class RolloutInput:
     deployment: DeploymentState | None
     replicas: int  # the spec's replica count
     crash_loop: str | None  # why pods of the desired revision crash-loop, if they do
-    probe_passed: bool | None  # None: no probe configured, or not run yet
+    probe_passed: bool | None  # None: no probe configured, or none finished since last time
     probe_threshold: int
     gateway_has_key: bool  # gateway pods mount the desired external key
     auto_rollback: bool
@@ -86,6 +61,8 @@ class RolloutInput:
     grace_seconds: float
     settle_seconds: float  # how long an engine the route left keeps serving
     history_limit: int
+    # A probe is configured and this revision has not passed it yet: it may not succeed.
+    probe_pending: bool = False
 
 
 EngineAction = Literal["apply", "scale-to-zero", "keep", "delete"]
@@ -417,7 +394,7 @@ def _roll_out_internal(
             failure = ("ProbeFailed", f"the rollout probe failed {failures} times")
     if failure is not None:
         return _fail(inp, status, desired, rev, ready, *failure)
-    if rolled_out and inp.probe_passed is not False:
+    if rolled_out and inp.probe_passed is not False and not inp.probe_pending:
         extra = {
             "scaled_down_at": None,
             "scaled_down_generation": None,

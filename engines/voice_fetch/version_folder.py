@@ -8,17 +8,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from voice_operator.fetch.disk import (
+from voice_contracts.fetch import FetchSpec
+from voice_contracts.layout import MANIFEST_NAME
+from voice_fetch.disk import (
     folder_lock,
     is_within,
     remove_durably,
     sha256_file,
 )
-from voice_operator.fetch.download import AuthHeader, Downloader, make_client
-from voice_operator.fetch.errors import InvalidSpecError
-from voice_operator.fetch.manifest import FileRecord, read_manifest, write_manifest
-from voice_operator.fetch.progress import Progress
-from voice_operator.fetch.spec import MANIFEST_NAME, FetchSpec
+from voice_fetch.download import AuthHeader, Downloader, make_client
+from voice_fetch.errors import InvalidSpecError
+from voice_fetch.manifest import FileRecord, read_manifest, write_manifest
+from voice_fetch.progress import Progress
 
 log = logging.getLogger(__name__)
 

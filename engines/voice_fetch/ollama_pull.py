@@ -18,12 +18,13 @@ from pathlib import Path
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from voice_operator.fetch.disk import folder_lock, remove_durably
-from voice_operator.fetch.errors import FetchError, Reason
-from voice_operator.fetch.manifest import FileRecord, read_manifest, scan_tree, write_manifest
-from voice_operator.fetch.progress import Progress
-from voice_operator.fetch.spec import MANIFEST_NAME, FetchSpec
-from voice_operator.fetch.version_folder import lock_timeout
+from voice_contracts.fetch import FetchSpec
+from voice_contracts.layout import MANIFEST_NAME
+from voice_fetch.disk import folder_lock, remove_durably
+from voice_fetch.errors import FetchError, Reason
+from voice_fetch.manifest import FileRecord, read_manifest, scan_tree, write_manifest
+from voice_fetch.progress import Progress
+from voice_fetch.version_folder import lock_timeout
 
 log = logging.getLogger(__name__)
 

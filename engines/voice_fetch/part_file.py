@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from voice_operator.fetch.disk import durable_rename, hash_into
-from voice_operator.fetch.spec import PART_SUFFIX
+from voice_contracts.layout import PART_SUFFIX
+from voice_fetch.disk import durable_rename, hash_into
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_random_exponential as wait_exp
 
-from voice_operator.fetch.disk import free_bytes
-from voice_operator.fetch.errors import FetchError, Reason, is_disk_full
-from voice_operator.fetch.manifest import FileRecord
-from voice_operator.fetch.part_file import PartFile
-from voice_operator.fetch.progress import Progress
-from voice_operator.fetch.spec import FetchSpec, FileSpec, redact_url
+from voice_contracts.fetch import FetchSpec, FileSpec, redact_url
+from voice_fetch.disk import free_bytes
+from voice_fetch.errors import FetchError, Reason, is_disk_full
+from voice_fetch.manifest import FileRecord
+from voice_fetch.part_file import PartFile
+from voice_fetch.progress import Progress
 
 log = logging.getLogger(__name__)
 

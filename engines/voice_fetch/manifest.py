@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voice_operator.fetch.disk import atomic_write, sha256_file
-from voice_operator.fetch.spec import LOCK_NAME, MANIFEST_NAME, PART_SUFFIX
+from voice_contracts.layout import LOCK_NAME, MANIFEST_NAME, PART_SUFFIX
+from voice_fetch.disk import atomic_write, sha256_file
 
 
 @dataclass(frozen=True)
