@@ -8,7 +8,7 @@ import re
 import pytest
 
 from voice_operator.api import modelasset, voiceagent
-from voice_operator.api.common import POD_ANNOTATIONS_MAX_BYTES
+from voice_operator.api.common import DNS_1035_LABEL, POD_ANNOTATIONS_MAX_BYTES
 from voice_operator.api.modelasset import ModelAssetSpec
 from voice_operator.api.voiceagent import COMPONENTS, ComponentRevision, VoiceAgentSpec
 from voice_operator.render.meta import Owner
@@ -32,8 +32,6 @@ from voice_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
 SETTINGS = OperatorSettings()
-# What a Service name must be on every apiserver (the strictest of our children's names).
-DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 LONGEST_AGENT = "a" * voiceagent.MAX_NAME_LENGTH
 LONGEST_ASSET = "m" * modelasset.MAX_NAME_LENGTH
 # The Kubernetes limit on a pod's annotations, keys and values together.
@@ -122,7 +120,8 @@ def test_the_longest_allowed_name_makes_valid_children(children, limit):
     for obj in objects:
         name = obj["metadata"]["name"]
         assert len(name) <= 63, f"{obj['kind']} {name} has {len(name)} characters"
-        assert DNS_1035.fullmatch(name), name
+        # What a Service name must be on every apiserver, the strictest of our children's.
+        assert re.fullmatch(DNS_1035_LABEL, name), name
         for value in label_values(obj):
             assert len(value) <= 63, f"{obj['kind']} {name}: label value {value}"
     # The Job controller labels a Job's pods with job-name: <the Job's name>.
