@@ -10,6 +10,9 @@ import subprocess
 import pytest
 from testground import Cluster
 
+from voice_operator.api import modelasset, voiceagent
+from voice_operator.api.common import POD_ANNOTATIONS_MAX_BYTES
+
 pytestmark = pytest.mark.cluster
 
 SHA = "a" * 64
@@ -191,10 +194,103 @@ def test_printer_columns(cluster: Cluster, namespace: str):
     assert "support" in cluster.kubectl("get", "voice", "-n", namespace).stdout
 
 
-def test_agent_name_too_long_for_children_is_rejected(cluster: Cluster, namespace: str):
-    obj = agent(namespace)
-    obj["metadata"]["name"] = "a" * 49
-    assert "metadata.name must be at most 48 characters" in rejected(cluster, obj)
+KINDS = {
+    "VoiceAgent": (agent, voiceagent.MAX_NAME_LENGTH),
+    "ModelAsset": (asset, modelasset.MAX_NAME_LENGTH),
+}
+
+
+def named(kind: str, namespace: str, name: str) -> dict:
+    obj = KINDS[kind][0](namespace)
+    obj["metadata"]["name"] = name
+    return obj
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("support.v2", "must be a DNS-1035 label"),
+        ("2support", "must be a DNS-1035 label"),
+        ("a" * 64, "must be at most"),
+        (None, "must be at most"),  # one over the kind's limit
+    ],
+    ids=["dotted", "leading-digit", "64-characters", "one-over-the-limit"],
+)
+def test_a_name_no_child_could_carry_is_rejected_naming_metadata_name(
+    cluster: Cluster, namespace: str, kind: str, name: str | None, words: str
+):
+    limit = KINDS[kind][1]
+    name = name or "a" * (limit + 1)
+    err = rejected(cluster, named(kind, namespace, name))
+    assert f'metadata.name: Invalid value: "{name}": metadata.name {words}' in err, err
+    if words == "must be at most":
+        assert f"at most {limit} characters" in err, err
+    assert "<nil>" not in err, err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_longest_allowed_name_is_accepted(cluster: Cluster, namespace: str, kind: str):
+    name = "a" * KINDS[kind][1]
+    cluster.apply(named(kind, namespace, name))
+    cluster.kubectl("get", kind.lower(), name, "-n", namespace)
+
+
+def stt(**fields) -> dict:
+    return {"provider": "internal", "model": "whisper", **fields}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "field", "words"),
+    [
+        (
+            {"bad key!": "x"},
+            "spec.stt.podAnnotations",
+            "annotation key 'bad key!' is not a qualified name",
+        ),
+        ({"a" * 64: "x"}, "spec.stt.podAnnotations", "is not a qualified name"),
+        ({"big": "x" * (POD_ANNOTATIONS_MAX_BYTES + 1)}, "spec.stt.podAnnotations.big", "Too long"),
+        (
+            {f"k{i}": "x" * 30_000 for i in range(3)},
+            "spec.stt.podAnnotations",
+            "keys and values together must be at most 64 KiB",
+        ),
+    ],
+    ids=["invalid-key", "64-character-name", "oversize-value", "oversize-total"],
+)
+def test_bad_pod_annotations_are_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, annotations: dict, field: str, words: str
+):
+    err = rejected(cluster, agent(namespace, stt=stt(podAnnotations=annotations)))
+    assert f"{field}: " in err, err
+    assert words in err, err
+
+
+def test_pod_annotations_kubernetes_accepts_are_accepted(cluster: Cluster, namespace: str):
+    annotations = {"sidecar.istio.io/inject": "false", "Example.COM/a_b.c-d": "1", "a" * 63: ""}
+    cluster.apply(agent(namespace, stt=stt(podAnnotations=annotations)))
+
+
+def test_an_invalid_resource_name_is_rejected(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, stt=stt(resources={"requests": {"cpu ": "1"}})))
+    assert "spec.stt.resources.requests: " in err, err
+    assert "resource name 'cpu ' is not a qualified name" in err, err
+
+
+def test_a_2_mb_spec_is_rejected_naming_the_field_not_by_etcd(cluster: Cluster, namespace: str):
+    prompt = {"model": "smollm", "settings": {"systemPrompt": "x" * 2_000_000}}
+    err = rejected(cluster, agent(namespace, llm=prompt))
+    assert "spec.llm.settings.systemPrompt: Too long: may not be more than 8192" in err, err
+    assert "etcdserver" not in err, err
+
+
+def test_too_many_files_are_rejected_naming_the_field(cluster: Cluster, namespace: str):
+    files = [
+        {"url": f"https://models.example/{i}.onnx", "sha256": SHA, "path": f"{i}.onnx"}
+        for i in range(33)
+    ]
+    err = rejected(cluster, asset(namespace, files=files))
+    assert "spec.files: Too many: 33: must have at most 32 items" in err, err
 
 
 def test_rejected_apply_leaves_nothing(cluster: Cluster, namespace: str):

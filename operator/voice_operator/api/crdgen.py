@@ -23,6 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
 from voice_operator import GROUP, VERSION
+from voice_operator.api import modelasset, voiceagent
 from voice_operator.api.modelasset import ModelAssetSpec, ModelAssetStatus
 from voice_operator.api.voiceagent import VoiceAgentSpec, VoiceAgentStatus
 
@@ -39,7 +40,9 @@ class CrdDefinition:
     spec: type[BaseModel]
     status: type[BaseModel]
     printer_columns: list[dict[str, Any]]
-    root_validations: list[dict[str, Any]] = field(default_factory=list)
+    # metadata.name's schema: the apiserver allows one there (and nowhere else in metadata),
+    # and its errors then name metadata.name.
+    name_schema: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -80,13 +83,7 @@ MODEL_ASSET = CrdDefinition(
         {"name": "FORMAT", "type": "string", "jsonPath": ".spec.format", "priority": 1},
         _age_column(),
     ],
-    root_validations=[
-        {
-            "rule": "size(self.metadata.name) <= 48",
-            "message": "metadata.name must be at most 48 characters (it names the PVC and "
-            "the download Jobs)",
-        }
-    ],
+    name_schema=modelasset.NAME_SCHEMA,
 )
 
 VOICE_AGENT = CrdDefinition(
@@ -112,14 +109,7 @@ VOICE_AGENT = CrdDefinition(
         {"name": "GATEWAY", "type": "string", "priority": 1, "jsonPath": ".status.gateway.url"},
         _age_column(),
     ],
-    root_validations=[
-        {
-            # Children are named <agent>-<component> and must stay valid Service names.
-            "rule": "size(self.metadata.name) <= 48",
-            "message": "metadata.name must be at most 48 characters (children are named "
-            "<name>-gateway and must be valid Service names)",
-        }
-    ],
+    name_schema=voiceagent.NAME_SCHEMA,
 )
 
 DEFINITIONS = (MODEL_ASSET, VOICE_AGENT)
@@ -230,6 +220,9 @@ def crd(definition: CrdDefinition) -> dict[str, Any]:
     """The CustomResourceDefinition object for one of our kinds."""
     spec_schema = _model_schema(definition.spec)
     status_schema = _model_schema(definition.status)
+    metadata: dict[str, Any] = {"type": "object"}
+    if definition.name_schema:
+        metadata["properties"] = {"name": definition.name_schema}
     root: dict[str, Any] = {
         "type": "object",
         "description": definition.description,
@@ -237,13 +230,11 @@ def crd(definition: CrdDefinition) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": metadata,
             "spec": spec_schema,
             "status": status_schema,
         },
     }
-    if definition.root_validations:
-        root["x-kubernetes-validations"] = definition.root_validations
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

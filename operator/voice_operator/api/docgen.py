@@ -33,6 +33,26 @@ def _type(node: dict[str, Any]) -> str:
     return kind
 
 
+def _limits(node: dict[str, Any]) -> str:
+    """The sizes and ranges the apiserver enforces on a field (its rules are in the meaning)."""
+    parts = []
+    if "minimum" in node or "maximum" in node:
+        parts.append(f"{node.get('minimum', '')} to {node.get('maximum', '')}")
+    # A length rule in CEL (metadata.name's) is tighter than the schema's maxLength.
+    rules = (r["rule"] for r in node.get("x-kubernetes-validations", []))
+    sized = [int(m.group(1)) for r in rules if (m := re.fullmatch(r"size\(self\) <= (\d+)", r))]
+    if sized or ("maxLength" in node and "enum" not in node):
+        parts.append(f"≤ {min(sized or [node['maxLength']])} chars")
+    if "maxItems" in node:
+        parts.append(f"≤ {node['maxItems']} items")
+    if "maxProperties" in node:
+        parts.append(f"≤ {node['maxProperties']} entries")
+    value = node.get("additionalProperties")
+    if isinstance(value, dict) and "maxLength" in value:
+        parts.append(f"values ≤ {value['maxLength']} chars")
+    return ", ".join(parts)
+
+
 def _rows(node: dict[str, Any], prefix: str, required: set[str]) -> list[str]:
     rows = []
     for name, sub in node.get("properties", {}).items():
@@ -41,7 +61,8 @@ def _rows(node: dict[str, Any], prefix: str, required: set[str]) -> list[str]:
         shown = "" if default is None or isinstance(default, dict) else json.dumps(default)
         description = sub.get("description", "").replace("|", "\\|").replace("\n", " ")
         req = "yes" if name in required else ""
-        rows.append(f"| `{path}` | {_type(sub)} | {req} | {shown} | {description} |")
+        limits = _limits(sub)
+        rows.append(f"| `{path}` | {_type(sub)} | {req} | {shown} | {limits} | {description} |")
         target = sub.get("items", sub) if sub.get("type") == "array" else sub
         if target.get("properties"):
             suffix = "[]" if sub.get("type") == "array" else ""
@@ -52,7 +73,13 @@ def _rows(node: dict[str, Any], prefix: str, required: set[str]) -> list[str]:
 def table(definition: CrdDefinition, part: str = "spec") -> str:
     schema = crd(definition)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     node = schema["properties"][part]
-    lines = ["| field | type | required | default | meaning |", "|---|---|---|---|---|"]
+    lines = [
+        "| field | type | required | default | limits | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    # metadata.name first: the CRD restricts it, for the children named after it.
+    metadata = schema["properties"]["metadata"]
+    lines += _rows(metadata, "metadata", set(metadata.get("properties", {})))
     lines += _rows(node, part, set(node.get("required", [])))
     return "\n".join(lines)
 

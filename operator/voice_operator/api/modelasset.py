@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from voice_contracts.fetch import DownloadStatus, FileStatus
 from voice_operator.api.common import (
-    DNS_LABEL,
+    DNS_1035_LABEL,
     DNS_SUBDOMAIN,
     ApiModel,
     Condition,
@@ -17,6 +17,7 @@ from voice_operator.api.common import (
     SecretKeyRef,
     StatusModel,
     cel,
+    object_name_schema,
     validations,
 )
 
@@ -39,6 +40,17 @@ URL = r"^(https?|file)://[^\s]+$"
 # Used as a folder name and a label value.
 VERSION = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
+# The longest names the operator derives from an asset's are its download and prune Jobs',
+# <name>-fetch-<8 hex> and <name>-prune-<8 hex>; the Job controller copies a Job's name into
+# its pods' job-name label, and a label value has at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-fetch-") - 8
+NAME_SCHEMA = object_name_schema(
+    MAX_NAME_LENGTH,
+    "its download and prune Jobs are named <name>-fetch-<8-character hash> and "
+    "<name>-prune-<hash>, and a Job's name becomes its pods' job-name label, which has at "
+    "most 63 characters",
+)
+
 
 class ModelFile(ApiModel):
     """One file of the model, verified by its sha256."""
@@ -48,7 +60,9 @@ class ModelFile(ApiModel):
         max_length=2048,
         pattern=URL,
     )
-    sha256: str = Field(description="Expected SHA-256 of the file, lowercase hex.", pattern=SHA256)
+    sha256: str = Field(
+        description="Expected SHA-256 of the file, lowercase hex.", max_length=64, pattern=SHA256
+    )
     path: str = Field(
         description="Path of the file inside the version folder; may not leave that folder.",
         min_length=1,
@@ -81,7 +95,9 @@ class StorageSpec(ApiModel):
         default=None, description="Size of the PVC the operator creates, e.g. 2Gi."
     )
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the created PVC (cluster default if unset)."
+        default=None,
+        description="StorageClass of the created PVC (cluster default if unset).",
+        max_length=253,
     )
     access_modes: list[AccessMode] = Field(
         default_factory=lambda: _READ_WRITE_ONCE.copy(),
@@ -294,6 +310,6 @@ class ModelAsset(ApiModel):
 
     model_config = {"extra": "ignore"}
 
-    name: str = Field(pattern=DNS_LABEL)
+    name: str = Field(max_length=MAX_NAME_LENGTH, pattern=DNS_1035_LABEL)
     namespace: str
     spec: ModelAssetSpec

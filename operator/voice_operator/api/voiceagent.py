@@ -9,15 +9,19 @@ from pydantic import Field, model_validator
 from pydantic.json_schema import JsonDict
 
 from voice_operator.api.common import (
-    DNS_LABEL,
+    DNS_1035_LABEL,
     ApiModel,
     Condition,
+    PodAnnotations,
     ResourceRequirements,
     SecretKeyRef,
     StatusModel,
     cel,
+    object_name_schema,
+    pod_annotations_field,
     validations,
 )
+from voice_operator.api.modelasset import MAX_NAME_LENGTH as MAX_ASSET_NAME_LENGTH
 from voice_operator.hashing import revision_hash
 
 Provider = Literal["internal", "external"]
@@ -26,6 +30,15 @@ COMPONENTS: tuple[ComponentName, ...] = ("stt", "llm", "tts")
 
 IMAGE = r"^[^\s]+$"
 BASE_URL = r"^https?://[^\s]+$"
+
+# The longest name the operator derives from an agent's is its gateway's Deployment and
+# Service, <name>-gateway, and a Service name is a DNS-1035 label of at most 63 characters.
+MAX_NAME_LENGTH = 63 - len("-gateway")
+NAME_SCHEMA = object_name_schema(
+    MAX_NAME_LENGTH,
+    "the agent's Services are named <name>-stt, -llm, -tts and -gateway, and a Service "
+    "name has at most 63 characters",
+)
 
 
 class ExternalBase(ApiModel):
@@ -74,7 +87,10 @@ class SttSettings(ApiModel):
     threads: int = Field(default=2, ge=1, le=64, description="Inference threads per request.")
     temperature: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoding temperature.")
     language: str = Field(
-        default="en", description="Spoken language (ISO 639-1).", pattern=r"^[a-z]{2,3}$"
+        default="en",
+        description="Spoken language (ISO 639-1).",
+        max_length=3,
+        pattern=r"^[a-z]{2,3}$",
     )
 
 
@@ -123,8 +139,8 @@ class ComponentBase(ApiModel):
     model: str | None = Field(
         default=None,
         description="ModelAsset (same namespace) the internal engine serves.",
-        max_length=63,
-        pattern=DNS_LABEL,
+        max_length=MAX_ASSET_NAME_LENGTH,
+        pattern=DNS_1035_LABEL,
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Engine pods (internal).")
     resources: ResourceRequirements | None = Field(
@@ -136,10 +152,9 @@ class ComponentBase(ApiModel):
         max_length=512,
         pattern=IMAGE,
     )
-    pod_annotations: dict[str, str] | None = Field(
-        default=None,
-        description="Annotations of the engine pods (e.g. for a service mesh). Changing them "
-        "rolls out a new revision.",
+    pod_annotations: PodAnnotations = pod_annotations_field(
+        "Annotations of the engine pods (e.g. for a service mesh). Changing them rolls out a "
+        "new revision."
     )
 
     @model_validator(mode="after")
@@ -219,7 +234,10 @@ class ProbeSpec(ApiModel):
     """An extra check a new revision must pass before it serves."""
 
     path: str = Field(
-        default="/ready", description="HTTP path on the engine's Service.", pattern=r"^/[^\s]*$"
+        default="/ready",
+        description="HTTP path on the engine's Service.",
+        max_length=1024,
+        pattern=r"^/[^\s]*$",
     )
     timeout_seconds: int = Field(default=5, ge=1, le=300, description="Per attempt.")
     failure_threshold: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voice_operator.api import crdgen
+from voice_operator.api.common import POD_ANNOTATIONS_MAX_BYTES, QUALIFIED_NAME_MAX
 
 pytestmark = pytest.mark.unit
 
@@ -52,3 +53,36 @@ def test_check_mode_reports_a_stale_folder(tmp_path):
     assert crdgen.main(["--out", str(tmp_path), "--check"]) == 1
     assert crdgen.main(["--out", str(tmp_path)]) == 0
     assert crdgen.main(["--out", str(tmp_path), "--check"]) == 0
+
+
+def _bound(node: dict, path: str) -> int:
+    """Most characters of JSON a spec node can hold; fails on a node with no bound."""
+    if "enum" in node:
+        return max(len(str(v)) + 2 for v in node["enum"])
+    kind = "string" if node.get("x-kubernetes-int-or-string") else node.get("type")
+    if kind == "string":
+        assert "maxLength" in node, f"{path} has no maxLength"
+        return node["maxLength"] + 2
+    if kind in ("integer", "number", "boolean"):
+        return 24
+    if kind == "array":
+        assert "maxItems" in node, f"{path} has no maxItems"
+        return 2 + node["maxItems"] * (_bound(node["items"], f"{path}[]") + 1)
+    assert kind == "object", path
+    if "additionalProperties" in node:
+        assert "maxProperties" in node, f"{path} has no maxProperties"
+        if path.endswith(".podAnnotations"):  # keys and values together, by a rule
+            return POD_ANNOTATIONS_MAX_BYTES + node["maxProperties"] * 6
+        value = _bound(node["additionalProperties"], f"{path}{{}}")
+        return 2 + node["maxProperties"] * (QUALIFIED_NAME_MAX + 4 + value)
+    return 2 + sum(len(k) + 4 + _bound(v, f"{path}.{k}") for k, v in node["properties"].items())
+
+
+@pytest.mark.parametrize("definition", crdgen.DEFINITIONS, ids=lambda d: d.kind)
+def test_every_spec_field_is_bounded(definition):
+    """Every string, list and map of a spec has a limit, so an oversize spec is refused
+    naming the field rather than by etcd's request limit; the largest spec the schema
+    accepts stays far below that limit (1.5 MiB), status copies of it included."""
+    root = crdgen.crd(definition)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _bound(root["properties"]["spec"], "spec") < 300 * 1024
+    assert _bound(root["properties"]["metadata"], "metadata") < 300
