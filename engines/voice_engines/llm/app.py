@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from voice_engines.common.app import build_engine_app, require_ready
 from voice_engines.common.errors import ApiError, error_body
 from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.common.sessions import SessionStore
 from voice_engines.llm.backends import ChatBackend, Completion, GenerationParams, load_backend
 from voice_engines.llm.backends.base import Message
 from voice_engines.llm.schemas import ChatCompletionRequest, ChatRequest, GenerateRequest
-from voice_engines.llm.sessions import SessionStore
 from voice_engines.llm.settings import LlmSettings
 
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
