@@ -9,9 +9,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
@@ -139,3 +139,11 @@ def build_engine_app(
 def require_ready(app: FastAPI) -> None:
     lifecycle: ModelLifecycle = app.state.lifecycle
     lifecycle.require_ready(app.state.settings.engine_retry_after)
+
+
+def app_executor(request: Request) -> BoundedExecutor:
+    executor: BoundedExecutor = request.app.state.executor
+    return executor
+
+
+Executor = Annotated[BoundedExecutor, Depends(app_executor)]
