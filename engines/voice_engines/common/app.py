@@ -11,9 +11,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
@@ -141,9 +142,14 @@ def require_ready(app: FastAPI) -> None:
     lifecycle.require_ready(app.state.settings.engine_retry_after)
 
 
-def app_executor(request: Request) -> BoundedExecutor:
-    executor: BoundedExecutor = request.app.state.executor
-    return executor
+def from_state(name: str) -> Callable[[HTTPConnection], Any]:
+    """A dependency that hands a route what create_app put on app.state under name; the
+    route's Annotated type says what that is."""
+
+    def get(connection: HTTPConnection) -> Any:
+        return getattr(connection.app.state, name)
+
+    return get
 
 
-Executor = Annotated[BoundedExecutor, Depends(app_executor)]
+Executor = Annotated[BoundedExecutor, Depends(from_state("executor"))]

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import UploadFile
-from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from voice_engines.common.app import from_state
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
 from voice_engines.common.correlation import CorrelationIdMiddleware
 from voice_engines.common.errors import ApiError, error_response, install_error_handlers
@@ -93,12 +93,7 @@ class Gateway:
         return routes
 
 
-def gateway_state(connection: HTTPConnection) -> Gateway:
-    gateway: Gateway = connection.app.state.gateway
-    return gateway
-
-
-GatewayState = Annotated[Gateway, Depends(gateway_state)]
+GatewayState = Annotated[Gateway, Depends(from_state("gateway"))]
 router = APIRouter()
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import Executor, build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.errors import ApiError, error_body
 from voice_engines.common.metrics import RequestMetrics, histogram
 from voice_engines.common.sessions import SessionStore
@@ -93,18 +93,8 @@ def _require_text(text: str, field: str) -> None:
         raise ApiError(400, "empty_text", f"{field} is empty", field=field)
 
 
-def llm_engine(request: Request) -> LlmEngine:
-    engine: LlmEngine = request.app.state.engine
-    return engine
-
-
-def chat_sessions(request: Request) -> SessionStore:
-    sessions: SessionStore = request.app.state.sessions
-    return sessions
-
-
-Engine = Annotated[LlmEngine, Depends(llm_engine)]
-Sessions = Annotated[SessionStore, Depends(chat_sessions)]
+Engine = Annotated[LlmEngine, Depends(from_state("engine"))]
+Sessions = Annotated[SessionStore, Depends(from_state("sessions"))]
 router = APIRouter()
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import Executor, build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import decode_audio, to_mono_at
 from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -83,12 +83,7 @@ def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "voice-operator"}
 
 
-def stt_engine(request: Request) -> SttEngine:
-    engine: SttEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[SttEngine, Depends(stt_engine)]
+Engine = Annotated[SttEngine, Depends(from_state("engine"))]
 router = APIRouter()
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice_engines.common.app import Executor, build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_header
 from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -113,12 +113,7 @@ class TtsEngine:
             yield pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
 
 
-def tts_engine(request: Request) -> TtsEngine:
-    engine: TtsEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[TtsEngine, Depends(tts_engine)]
+Engine = Annotated[TtsEngine, Depends(from_state("engine"))]
 router = APIRouter()
 
 
