@@ -171,7 +171,7 @@ def bench_rollback(cluster: Cluster, kube: Kube, runs: int) -> tuple[list[float]
     for i in range(runs):
         good = agent({"podAnnotations": {"bench/run": str(i)}}, deadline=10)
         cluster.apply(good)
-        timed(lambda: agent_serving(kube, "stt", lambda s: True))
+        timed(lambda: agent_serving(kube, "stt", lambda _: True))
         broken = agent({"podAnnotations": {"bench/run": str(i), NEVER_READY: "true"}}, deadline=10)
         cluster.apply(broken)
         timed(lambda: deadline_exceeded(kube, "support-stt"), timeout=60)
@@ -226,7 +226,7 @@ def main() -> None:
             for name in ("whisper", "smollm", "joe"):
                 make_ready_asset(cluster, kube, NAMESPACE, name, models, work)
             cluster.apply(agent({}))
-            timed(lambda: agent_serving(kube, "stt", lambda s: True))
+            timed(lambda: agent_serving(kube, "stt", lambda _: True))
             edit, edit_base = bench_spec_edit(cluster, kube, args.runs)
             bump = bench_version_bump(cluster, kube, models, work, max(1, args.runs // 2))
         back, back_base = bench_rollback(cluster, kube, max(1, args.runs // 2))

@@ -86,7 +86,7 @@ class Downloader:
         self.progress = progress
         self.client = client
         self.auth = auth
-        self.on_retry = on_retry or (lambda message: None)
+        self.on_retry = on_retry or (lambda _message: None)
         self.rehashed_bytes = 0
 
     def fetch(self, index: int, f: FileSpec, final: Path) -> FileRecord:
@@ -216,30 +216,7 @@ class Downloader:
                     part.reset()
                     raise RetryableError(Reason.HTTP_ERROR, "range not satisfiable; starting over")
                 _check_status(response, label, where)
-                encoding = response.headers.get("Content-Encoding", "identity").lower()
-                if encoding != "identity":
-                    raise FetchError(
-                        Reason.HTTP_ERROR,
-                        f"{label}: {where} answered with Content-Encoding {encoding}",
-                    )
-                start, total = _body_span(response)
-                if start != part.size:
-                    if start != 0:
-                        part.reset()
-                        raise RetryableError(Reason.HTTP_ERROR, "server sent an unexpected range")
-                    part.reset()  # a 200: the whole file again, from the first byte
-                part.validator = _validator(response)
-                self.progress.set_total(index, total)
-                self.progress.set_done(index, part.size)
-                self._check_space(part, total, label)
-                with part.appender() as append:
-                    # Pieces as the transport delivers them (<= 64 KiB): re-chunking would
-                    # hold back received bytes that a cut connection then throws away.
-                    for chunk in response.iter_raw():
-                        append(chunk)
-                        self.progress.set_done(index, part.size)
-                if total is not None and part.size < total:
-                    raise RetryableError(Reason.CONNECTION_ERROR, "the body ended early")
+                self._receive(response, index, part, label, where)
         except httpx.ReadTimeout:
             raise RetryableError(
                 Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
@@ -250,6 +227,35 @@ class Downloader:
             raise RetryableError(
                 Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}"
             ) from None
+
+    def _receive(
+        self, response: httpx.Response, index: int, part: PartFile, label: str, where: str
+    ) -> None:
+        """The body of an accepted answer, appended to the .part file."""
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            raise FetchError(
+                Reason.HTTP_ERROR,
+                f"{label}: {where} answered with Content-Encoding {encoding}",
+            )
+        start, total = _body_span(response)
+        if start != part.size:
+            if start != 0:
+                part.reset()
+                raise RetryableError(Reason.HTTP_ERROR, "server sent an unexpected range")
+            part.reset()  # a 200: the whole file again, from the first byte
+        part.validator = _validator(response)
+        self.progress.set_total(index, total)
+        self.progress.set_done(index, part.size)
+        self._check_space(part, total, label)
+        with part.appender() as append:
+            # Pieces as the transport delivers them (<= 64 KiB): re-chunking would hold
+            # back received bytes that a cut connection then throws away.
+            for chunk in response.iter_raw():
+                append(chunk)
+                self.progress.set_done(index, part.size)
+        if total is not None and part.size < total:
+            raise RetryableError(Reason.CONNECTION_ERROR, "the body ended early")
 
 
 def _check_status(response: httpx.Response, label: str, where: str) -> None:

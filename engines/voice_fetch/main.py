@@ -90,7 +90,7 @@ def make_sink(mode: str, asset: str, namespace: str) -> Sink:
     return LogSink(asset, namespace)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise Terminated()
 
 

@@ -93,7 +93,7 @@ class LogSink:
         self.stream.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.stream.flush()
 
-    def is_transient(self, exc: BaseException) -> bool:
+    def is_transient(self, exc: BaseException) -> bool:  # noqa: ARG002 (the Sink protocol)
         return False
 
 

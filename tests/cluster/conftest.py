@@ -16,7 +16,7 @@ from voice_operator.kube import Kube
 
 
 @pytest.fixture(scope="session")
-def kube(cluster: Cluster) -> Kube:
+def kube(cluster: Cluster) -> Kube:  # noqa: ARG001 (Kube() reads the KUBECONFIG it sets)
     return Kube()
 
 
@@ -42,7 +42,10 @@ def operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def operator(
-    namespace: str, operator_settings: None, operator_kubeconfig: Path, cluster: Cluster
+    namespace: str,
+    operator_settings: None,  # noqa: ARG001 (its environment is what the operator reads)
+    operator_kubeconfig: Path,
+    cluster: Cluster,
 ) -> Iterator[Operator]:
     op = Operator(namespace, operator_kubeconfig).start()
     try:

@@ -53,7 +53,7 @@ def test_readyz_is_503_until_the_flag_is_raised_and_other_paths_are_metrics() ->
     def call(path: str) -> tuple[str, bytes]:
         seen: list[str] = []
 
-        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        def start_response(status: str, _headers: Any, _exc_info: Any = None) -> Any:
             seen.append(status)
 
         body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, start_response))
@@ -70,9 +70,9 @@ def test_readyz_is_503_until_the_flag_is_raised_and_other_paths_are_metrics() ->
 
 
 @pytest.mark.cluster
+@pytest.mark.usefixtures("operator_settings")
 def test_console_script_logs_json_probes_and_metrics_then_stops_on_sigterm(
     namespace: str,
-    operator_settings: None,
     operator_kubeconfig: Path,
     kube: Kube,
     cluster: Cluster,

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from testground import Cluster
 from testground.harness import (
-    Operator,
     ServedModel,
     condition,
     download_job,
@@ -75,11 +74,11 @@ def download(
     return run_fetch_job(job, volume, cluster)
 
 
+@pytest.mark.usefixtures("operator")
 def test_create_gives_a_volume_and_a_job_then_ready_with_versions(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ):
@@ -132,11 +131,11 @@ def test_create_gives_a_volume_and_a_job_then_ready_with_versions(
     assert "Verified" in {e["reason"] for e in json.loads(events)["items"]}
 
 
+@pytest.mark.usefixtures("operator")
 def test_version_bump_downloads_beside_the_old_one(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ):
@@ -170,11 +169,11 @@ def test_version_bump_downloads_beside_the_old_one(
     ]
 
 
+@pytest.mark.usefixtures("operator")
 def test_failed_download_keeps_the_current_version(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ):
@@ -221,11 +220,11 @@ def test_failed_download_keeps_the_current_version(
     )
 
 
+@pytest.mark.usefixtures("operator")
 def test_retention_prunes_old_versions_nobody_uses(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ):
@@ -257,11 +256,11 @@ def test_retention_prunes_old_versions_nobody_uses(
     ]
 
 
+@pytest.mark.usefixtures("operator")
 def test_deleting_the_asset_removes_what_it_owns(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
 ):
     cluster.apply(voice_asset(namespace, model_server))

@@ -45,7 +45,7 @@ def assets(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
+    operator: Operator,  # noqa: ARG001 (it is what makes the assets Ready)
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ) -> Path:
@@ -81,9 +81,8 @@ def wait_condition(
     return wait_for(f"{type_}={status} ({reason})", check, timeout)
 
 
-def test_agent_becomes_engines_gateway_and_routes(
-    cluster: Cluster, kube: Kube, namespace: str, assets: Path
-):
+@pytest.mark.usefixtures("assets")
+def test_agent_becomes_engines_gateway_and_routes(cluster: Cluster, kube: Kube, namespace: str):
     cluster.apply(agent_manifest(namespace))
     obj = wait_condition(kube, namespace, "Ready", "True")
     uid = obj["metadata"]["uid"]
@@ -147,9 +146,8 @@ def test_agent_becomes_engines_gateway_and_routes(
     ]
 
 
-def test_deleting_the_agent_removes_its_children(
-    cluster: Cluster, kube: Kube, namespace: str, assets: Path
-):
+@pytest.mark.usefixtures("assets")
+def test_deleting_the_agent_removes_its_children(cluster: Cluster, kube: Kube, namespace: str):
     cluster.apply(agent_manifest(namespace))
     wait_condition(kube, namespace, "Ready", "True")
     cluster.kubectl("delete", "voiceagent", "support", "-n", namespace)
@@ -164,8 +162,9 @@ def test_deleting_the_agent_removes_its_children(
         )
 
 
+@pytest.mark.usefixtures("assets")
 def test_drift_is_corrected_but_autoscaled_replicas_are_left_alone(
-    cluster: Cluster, kube: Kube, namespace: str, assets: Path
+    cluster: Cluster, kube: Kube, namespace: str
 ):
     cluster.apply(agent_manifest(namespace))
     wait_condition(kube, namespace, "Ready", "True")
@@ -234,8 +233,9 @@ def test_drift_is_corrected_but_autoscaled_replicas_are_left_alone(
     assert kube.get("Deployment", "support-llm", namespace)["spec"]["replicas"] == 3
 
 
+@pytest.mark.usefixtures("assets")
 def test_external_stage_uses_the_secret_and_never_copies_the_key(
-    cluster: Cluster, kube: Kube, namespace: str, assets: Path, operator: Operator
+    cluster: Cluster, kube: Kube, namespace: str, operator: Operator
 ):
     cluster.apply(
         {
@@ -290,11 +290,11 @@ def test_external_stage_uses_the_secret_and_never_copies_the_key(
     assert not [text for text in everything if base64.b64encode(API_KEY.encode()).decode() in text]
 
 
+@pytest.mark.usefixtures("operator")
 def test_missing_asset_waits_then_heals_without_a_nudge(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    operator: Operator,
     model_server: dict[str, ServedModel],
     tmp_path: Path,
 ):
@@ -310,12 +310,11 @@ def test_missing_asset_waits_then_heals_without_a_nudge(
     wait_condition(kube, namespace, "Ready", "True")
 
 
+@pytest.mark.usefixtures("assets")
 def test_wrong_asset_and_missing_secret_degrade_and_heal(
     cluster: Cluster,
     kube: Kube,
     namespace: str,
-    assets: Path,
-    model_server: dict[str, ServedModel],
 ):
     # A GGUF language model named as the speech-to-text model.
     cluster.apply(agent_manifest(namespace, stt={"provider": "internal", "model": "smollm"}))

@@ -22,7 +22,7 @@ from voice_engines.common.audio import (
 from voice_engines.common.correlation import pick_correlation_id
 from voice_engines.common.errors import ApiError, OverloadedError, error_body, validation_error
 from voice_engines.common.executor import BoundedExecutor
-from voice_engines.llm.sessions import SessionStore
+from voice_engines.common.sessions import SessionStore
 
 pytestmark = pytest.mark.unit
 

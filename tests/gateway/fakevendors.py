@@ -117,7 +117,7 @@ class Deepgram(FakeVendor):
 
     transcript = "what is the weather like today"
 
-    def errors(self, presented: str) -> dict[int, dict[str, Any]]:
+    def errors(self, _presented: str) -> dict[int, dict[str, Any]]:
         rid = str(uuid.uuid4())
         return {
             401: {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": rid},
@@ -348,7 +348,7 @@ class OpenAI(FakeVendor):
 class ElevenLabs(FakeVendor):
     """POST /v1/text-to-speech/{voice_id}/stream?output_format=pcm_<rate>, xi-api-key."""
 
-    def errors(self, presented: str) -> dict[int, dict[str, Any]]:
+    def errors(self, _presented: str) -> dict[int, dict[str, Any]]:
         return {
             401: {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}},
             429: {

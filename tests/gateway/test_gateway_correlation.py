@@ -134,7 +134,10 @@ def ids_by_path(calls: list[tuple[str, dict[str, str]]]) -> dict[str, set[str | 
 
 
 @pytest.fixture
-def fake(engines: tuple[Engines, ThreadServer], gateway: Gateway) -> Engines:
+def fake(
+    engines: tuple[Engines, ThreadServer],
+    gateway: Gateway,  # noqa: ARG001 (started first, so its start-up calls are forgotten too)
+) -> Engines:
     """The fake engines, with the calls made before this test (gateway start-up, earlier
     tests) forgotten."""
     recorder, _ = engines

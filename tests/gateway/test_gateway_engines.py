@@ -166,14 +166,45 @@ class Attempt:
     error: BaseException | None = None
 
 
+class SteadyTraffic:
+    """Clients that take turns until stopped, each on its own thread; every attempt is
+    recorded, and a client's first failure ends that client (the test fails on it)."""
+
+    def __init__(self, clients: dict[str, Callable[[], dict[str, Any]]]) -> None:
+        self.stop = threading.Event()
+        self.attempts: list[Attempt] = []
+        self.lock = threading.Lock()
+        self.workers = [
+            threading.Thread(target=self._client, args=(name, f), name=name, daemon=True)
+            for name, f in clients.items()
+        ]
+
+    def _client(self, name: str, one_turn: Callable[[], dict[str, Any]]) -> None:
+        while not self.stop.is_set():
+            try:
+                attempt = Attempt(name, providers=one_turn())
+            except BaseException as exc:  # connection reset, timeout, bad body, ...
+                attempt = Attempt(name, error=exc)
+            with self.lock:
+                self.attempts.append(attempt)
+            if attempt.error is not None:
+                return
+
+    def tally(self) -> tuple[int, int]:
+        with self.lock:
+            return sum(a.error is None for a in self.attempts), sum(
+                a.error is not None for a in self.attempts
+            )
+
+    def running(self) -> bool:
+        return all(w.is_alive() for w in self.workers)
+
+
 def test_routes_reloaded_under_steady_traffic(stack: LocalStack, second_stt: LocalProcess) -> None:
     stt_urls = [stack.processes["stt"].url, second_stt.url]
     gateway = Gateway(routes=routes_to(stack, "g0", stt_urls[0], maxTokens=12)).wait_alive()
     question = speak(stack, QUESTION)
     frames = pcm16k(question)
-    stop = threading.Event()
-    attempts: list[Attempt] = []
-    lock = threading.Lock()
 
     def http_turn() -> dict[str, Any]:
         response = turn(gateway.url, question)
@@ -187,38 +218,17 @@ def test_routes_reloaded_under_steady_traffic(stack: LocalStack, second_stt: Loc
             raise AssertionError(f"the stream ended with {done}")
         return dict(done["providers"])
 
-    def client(name: str, one_turn: Callable[[], dict[str, Any]]) -> None:
-        """Turns until told to stop; every attempt is recorded, and the first failure
-        ends the client (the test fails on it)."""
-        while not stop.is_set():
-            try:
-                attempt = Attempt(name, providers=one_turn())
-            except BaseException as exc:  # connection reset, timeout, bad body, ...
-                attempt = Attempt(name, error=exc)
-            with lock:
-                attempts.append(attempt)
-            if attempt.error is not None:
-                return
-
-    def tally() -> tuple[int, int]:
-        with lock:
-            return sum(a.error is None for a in attempts), sum(
-                a.error is not None for a in attempts
-            )
-
     clients = {"http-1": http_turn, "http-2": http_turn, "ws": ws_turn}
-    workers = [
-        threading.Thread(target=client, args=(name, f), name=name, daemon=True)
-        for name, f in clients.items()
-    ]
+    traffic = SteadyTraffic(clients)
+    workers, lock, attempts = traffic.workers, traffic.lock, traffic.attempts
     try:
         for worker in workers:
             worker.start()
         # Swap the routes every 0.7 s until a dozen turns are through: most of them run
         # across a swap. A failed turn or a client that stopped ends the wait early.
         generation, deadline = 0, time.monotonic() + 300
-        while time.monotonic() < deadline and all(w.is_alive() for w in workers):
-            succeeded, failed = tally()
+        while time.monotonic() < deadline and traffic.running():
+            succeeded, failed = traffic.tally()
             if succeeded >= 12 or failed:
                 break
             time.sleep(0.7)
@@ -226,7 +236,7 @@ def test_routes_reloaded_under_steady_traffic(stack: LocalStack, second_stt: Loc
             tag, stt_url = f"g{generation}", stt_urls[generation % 2]
             gateway.apply(routes_to(stack, tag, stt_url, maxTokens=12))
     finally:
-        stop.set()
+        traffic.stop.set()
         # The turns in flight finish (and are recorded) within the turn timeout.
         join_until = time.monotonic() + 150
         for worker in workers:

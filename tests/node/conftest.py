@@ -25,7 +25,10 @@ def host_settings_before_the_node() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def real_node(cluster: Cluster, host_settings_before_the_node: dict[str, str]) -> RealNode:
+def real_node(
+    cluster: Cluster,
+    host_settings_before_the_node: dict[str, str],  # noqa: ARG001 (read before the node starts)
+) -> RealNode:
     """The started real node; its pause and smoke images are loaded (`smoke_image`)."""
     if not cluster.local:
         pytest.skip("the real node runs beside the test ground's own control plane only")

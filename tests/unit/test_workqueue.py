@@ -76,7 +76,7 @@ async def test_failures_are_retried_with_growing_backoff_then_reset():
     times: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(_key: Key) -> None:
         times.append(loop.time())
         if len(times) < 4:
             raise RuntimeError("apiserver hiccup")
@@ -96,7 +96,7 @@ async def test_a_reconcile_can_ask_to_run_again_later():
     times: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def reconcile(key: Key) -> float | None:
+    async def reconcile(_key: Key) -> float | None:
         times.append(loop.time())
         return 0.05 if len(times) == 1 else None
 
@@ -111,7 +111,7 @@ async def test_an_earlier_add_wins_over_a_later_due_time():
     times: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(_key: Key) -> None:
         times.append(loop.time())
 
     queue = WorkQueue(reconcile, workers=1)

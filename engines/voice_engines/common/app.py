@@ -9,11 +9,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
@@ -139,3 +140,16 @@ def build_engine_app(
 def require_ready(app: FastAPI) -> None:
     lifecycle: ModelLifecycle = app.state.lifecycle
     lifecycle.require_ready(app.state.settings.engine_retry_after)
+
+
+def from_state(name: str) -> Callable[[HTTPConnection], Any]:
+    """A dependency that hands a route what create_app put on app.state under name; the
+    route's Annotated type says what that is."""
+
+    def get(connection: HTTPConnection) -> Any:
+        return getattr(connection.app.state, name)
+
+    return get
+
+
+Executor = Annotated[BoundedExecutor, Depends(from_state("executor"))]

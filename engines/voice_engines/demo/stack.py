@@ -238,7 +238,7 @@ class LocalStack:
             },
         }
 
-    def start(self, on_ready: Callable[[str, float], None] = lambda name, seconds: None) -> None:
+    def start(self, on_ready: Callable[[str, float], None] = lambda *_: None) -> None:
         try:
             started = time.perf_counter()
             envs = self.engine_envs()

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import httpx
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from voice_engines.common.app import from_state
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
 from voice_engines.common.correlation import CorrelationIdMiddleware
 from voice_engines.common.errors import ApiError, error_response, install_error_handlers
@@ -24,24 +25,83 @@ from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware,
 from voice_engines.gateway.audio import normalize_upload, pcm_seconds, pcm_to_wav
 from voice_engines.gateway.keys import Secrets
 from voice_engines.gateway.metrics import GatewayMetrics
-from voice_engines.gateway.pipeline import Pipeline, Utterance
+from voice_engines.gateway.pipeline import Pipeline, TurnListener, Utterance, counted_turn
 from voice_engines.gateway.routes import STAGES, Routes, RoutesWatcher
 from voice_engines.gateway.sessions import SessionStore, checked_session_id
 from voice_engines.gateway.settings import GatewaySettings
 from voice_engines.gateway.stages import Stages
 from voice_engines.gateway.streaming import serve_stream
 
-log = logging.getLogger(__name__)
-
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# The turn's options, from the form or the query.
 _OPTIONS = ("session_id", "language", "sample_rate")
+
+
+@dataclass
+class Gateway:
+    """What the routes share, made once per app."""
+
+    settings: GatewaySettings
+    registry: CollectorRegistry
+    metrics: GatewayMetrics
+    requests: RequestMetrics
+    secrets: Secrets
+    watcher: RoutesWatcher
+    client: httpx.AsyncClient
+    pipeline: Pipeline
+
+    @classmethod
+    def build(cls, settings: GatewaySettings) -> Gateway:
+        registry = CollectorRegistry()
+        metrics = GatewayMetrics(registry, settings.gateway_agent)
+        secrets = Secrets()
+        watcher = RoutesWatcher(
+            settings.routes_path,
+            settings.gateway_routes_poll_seconds,
+            metrics.routes_changed,
+        )
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+        sessions = SessionStore(
+            settings.gateway_max_sessions,
+            settings.gateway_history_turns,
+            settings.gateway_session_ttl,
+        )
+        stages = Stages(settings, client, secrets, metrics)
+        return cls(
+            settings=settings,
+            registry=registry,
+            metrics=metrics,
+            requests=RequestMetrics(registry, "gateway_http", "Gateway HTTP"),
+            secrets=secrets,
+            watcher=watcher,
+            client=client,
+            pipeline=Pipeline(settings, stages, sessions, metrics),
+        )
+
+    def current_routes(self) -> Routes:
+        routes = self.watcher.current
+        if routes is None:
+            raise ApiError(
+                503,
+                "no_routes",
+                f"the gateway has no valid routes yet: {self.watcher.error or 'not read yet'}",
+                headers={"Retry-After": "1"},
+            )
+        return routes
+
+
+GatewayState = Annotated[Gateway, Depends(from_state("gateway"))]
+router = APIRouter()
 
 
 def _sample_rate(value: str | None, default: int) -> int:
     if value in (None, ""):
         return default
     try:
-        rate = int(value)  # type: ignore[arg-type]
+        rate = int(value)
     except ValueError:
         rate = 0
     if not 8000 <= rate <= 48000:
@@ -63,17 +123,12 @@ async def _read_turn_request(request: Request) -> tuple[bytes, dict[str, str | N
                 422, "invalid_request", "the form needs a file field with the audio", field="file"
             )
         data = await upload.read()
-        options = {
-            k: v
-            for k in ("session_id", "language", "sample_rate")
-            if isinstance(v := form.get(k), str)
+        options: dict[str, str | None] = {
+            k: v for k in _OPTIONS if isinstance(v := form.get(k), str)
         }
-        return data, dict(options)
+        return data, options
     if content_type.startswith("audio/") or content_type == "application/octet-stream":
-        options = {
-            k: request.query_params.get(k) for k in ("session_id", "language", "sample_rate")
-        }
-        return await request.body(), options
+        return await request.body(), {k: request.query_params.get(k) for k in _OPTIONS}
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -82,136 +137,117 @@ async def _read_turn_request(request: Request) -> tuple[bytes, dict[str, str | N
     )
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    settings = settings or GatewaySettings()
-    registry = CollectorRegistry()
-    metrics = GatewayMetrics(registry, settings.gateway_agent)
-    requests = RequestMetrics(registry, "gateway_http", "Gateway HTTP")
-    secrets = Secrets()
-    watcher = RoutesWatcher(
-        settings.gateway_routes_path, settings.gateway_routes_poll_seconds, metrics.routes_changed
-    )
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        follow_redirects=False,
-    )
-    sessions = SessionStore(
-        settings.gateway_max_sessions, settings.gateway_history_turns, settings.gateway_session_ttl
-    )
-    pipeline = Pipeline(settings, Stages(settings, client, secrets, metrics), sessions, metrics)
+class _CollectedAudio(TurnListener):
+    """An HTTP turn answers once: the reply's audio is gathered for the answer."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(watcher.check)
-        watching = asyncio.create_task(watcher.run())
-        try:
-            yield
-        finally:
-            watching.cancel()
-            await client.aclose()
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
 
-    app = FastAPI(title="voice-gateway", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.secrets = secrets
-    app.state.watcher = watcher
-    app.state.pipeline = pipeline
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
-    app.add_middleware(RouteMetricsMiddleware, routes={"/v1/turn": requests})
-    app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
+    async def audio(self, pcm: bytes) -> None:
+        self.chunks.append(pcm)
 
-    def current_routes() -> Routes:
-        routes = watcher.current
-        if routes is None:
-            raise ApiError(
+
+@router.get("/health")
+async def health() -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+@router.get("/ready")
+async def ready(gateway: GatewayState) -> Response:
+    try:
+        routes = gateway.current_routes()
+    except ApiError as exc:
+        return error_response(exc)
+    # Ready means a turn can be served: a gateway that started before its engines had
+    # a route (the operator writes null until one is available) waits for the kubelet
+    # to refresh its routes file, so the agent is not Ready while turns would fail.
+    generation = gateway.watcher.generation
+    unrouted = [stage for stage in STAGES if routes.route(stage) is None]
+    if unrouted:
+        return error_response(
+            ApiError(
                 503,
-                "no_routes",
-                f"the gateway has no valid routes yet: {watcher.error or 'not read yet'}",
+                "stage_unrouted",
+                f"no provider serves {', '.join(unrouted)} yet (routes generation {generation})",
                 headers={"Retry-After": "1"},
             )
-        return routes
-
-    @app.get("/health")
-    async def health() -> Response:
-        return JSONResponse({"status": "alive"})
-
-    @app.get("/ready")
-    async def ready() -> Response:
-        try:
-            routes = current_routes()
-        except ApiError as exc:
-            return error_response(exc)
-        # Ready means a turn can be served: a gateway that started before its engines had
-        # a route (the operator writes null until one is available) waits for the kubelet
-        # to refresh its routes file, so the agent is not Ready while turns would fail.
-        unrouted = [stage for stage in STAGES if routes.route(stage) is None]
-        if unrouted:
-            return error_response(
-                ApiError(
-                    503,
-                    "stage_unrouted",
-                    f"no provider serves {', '.join(unrouted)} yet "
-                    f"(routes generation {watcher.generation})",
-                    headers={"Retry-After": "1"},
-                )
-            )
-        return JSONResponse(
-            {"status": "ready", "generation": watcher.generation, "routes": routes.summary()}
         )
+    return JSONResponse({"status": "ready", "generation": generation, "routes": routes.summary()})
 
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return metrics_response(registry)
 
-    @app.get("/v1/routes")
-    async def routes_endpoint() -> Response:
-        routes = watcher.current
-        return JSONResponse(
-            {
-                "generation": watcher.generation,
-                "error": watcher.error,
-                "routes": routes.summary() if routes else None,
-            }
-        )
+@router.get("/metrics")
+async def metrics_endpoint(gateway: GatewayState) -> Response:
+    return metrics_response(gateway.registry)
 
-    @app.post("/v1/turn")
-    async def turn(request: Request) -> Response:
-        # Taken once: a reload while this turn runs does not move it.
-        routes = current_routes()
-        outcome = "ok"
-        try:
-            data, options = await _read_turn_request(request)
-            session_id = checked_session_id(options.get("session_id"))
-            rate = _sample_rate(options.get("sample_rate"), settings.gateway_sample_rate)
-            language = options.get("language") or None
-            wav, seconds = await asyncio.to_thread(
-                normalize_upload, data, settings.gateway_max_audio_seconds
-            )
-            report, pcm = await pipeline.turn(
-                routes, Utterance(wav, seconds, language, rate, session_id)
-            )
-        except ApiError as exc:
-            outcome = exc.code
-            raise
-        except BaseException:
-            outcome = "aborted"
-            raise
-        finally:
-            metrics.turns.labels(metrics.agent, "turn", outcome).inc()
-        audio = await asyncio.to_thread(pcm_to_wav, pcm, rate)
-        body: dict[str, Any] = {
-            **report.as_json(),
-            "audio": {
-                "format": "wav",
-                "sample_rate": rate,
-                "seconds": round(pcm_seconds(len(pcm), rate), 3),
-                "base64": base64.b64encode(audio).decode("ascii"),
-            },
+
+@router.get("/v1/routes")
+async def routes_endpoint(gateway: GatewayState) -> Response:
+    watcher = gateway.watcher
+    routes = watcher.current
+    return JSONResponse(
+        {
+            "generation": watcher.generation,
+            "error": watcher.error,
+            "routes": routes.summary() if routes else None,
         }
-        return JSONResponse(body)
+    )
 
-    @app.websocket("/v1/stream")
-    async def stream(websocket: WebSocket) -> None:
-        await serve_stream(websocket, pipeline, watcher)
 
+@router.post("/v1/turn")
+async def turn(request: Request, gateway: GatewayState) -> Response:
+    settings = gateway.settings
+    # Taken once: a reload while this turn runs does not move it.
+    routes = gateway.current_routes()
+    with counted_turn(gateway.metrics, "turn"):
+        data, options = await _read_turn_request(request)
+        session_id = checked_session_id(options.get("session_id"))
+        rate = _sample_rate(options.get("sample_rate"), settings.gateway_sample_rate)
+        language = options.get("language") or None
+        wav, seconds = await asyncio.to_thread(
+            normalize_upload, data, settings.gateway_max_audio_seconds
+        )
+        collected = _CollectedAudio()
+        report = await gateway.pipeline.run(
+            routes, Utterance(wav, seconds, language, rate, session_id), collected, streaming=False
+        )
+    pcm = b"".join(collected.chunks)
+    audio = await asyncio.to_thread(pcm_to_wav, pcm, rate)
+    body: dict[str, Any] = {
+        **report.as_json(),
+        "audio": {
+            "format": "wav",
+            "sample_rate": rate,
+            "seconds": round(pcm_seconds(len(pcm), rate), 3),
+            "base64": base64.b64encode(audio).decode("ascii"),
+        },
+    }
+    return JSONResponse(body)
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket, gateway: GatewayState) -> None:
+    await serve_stream(websocket, gateway.pipeline, gateway.watcher)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    gateway: Gateway = app.state.gateway
+    await asyncio.to_thread(gateway.watcher.check)
+    watching = asyncio.create_task(gateway.watcher.run())
+    try:
+        yield
+    finally:
+        watching.cancel()
+        await gateway.client.aclose()
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    gateway = Gateway.build(settings or GatewaySettings())
+    app = FastAPI(title="voice-gateway", lifespan=lifespan)
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=gateway.settings.gateway_max_body_bytes)
+    app.add_middleware(RouteMetricsMiddleware, routes={"/v1/turn": gateway.requests})
+    app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
+    app.include_router(router)
     return app

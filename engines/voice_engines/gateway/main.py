@@ -15,7 +15,7 @@ def main() -> None:
     configure_json_logging(settings.log_level)
     app = create_app(settings)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter(app.state.secrets))
+        handler.addFilter(RedactingFilter(app.state.gateway.secrets))
     uvicorn.run(
         app,
         host=settings.host,

@@ -1,18 +1,24 @@
-"""A conversation turn, one stage after the other: speech to text, the language model
-(with the session's history), text to speech of the whole reply. The streaming variant
-(streaming.py) overlaps the last two; both share the pieces here."""
+"""A conversation turn, for POST /v1/turn and the WebSocket stream alike: speech to
+text, the language model (with the session's history) and text to speech of the reply,
+cut into pieces as the model writes it. Streamed, a piece is each sentence, spoken while
+the model writes the next; over HTTP the client gets one answer, so the whole reply is
+one piece, spoken in one call once the model has finished. What the turn hears and says
+on the way goes to a TurnListener, the only part the two routes do differently."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from voice_engines.common.errors import ApiError
 from voice_engines.gateway.adapters.base import LlmDelta
 from voice_engines.gateway.metrics import GatewayMetrics
 from voice_engines.gateway.routes import Routes, Stage, StageRoute
+from voice_engines.gateway.sentences import SentenceSplitter
 from voice_engines.gateway.sessions import Session, SessionStore
 from voice_engines.gateway.settings import GatewaySettings
 from voice_engines.gateway.stages import Stages
@@ -119,30 +125,169 @@ class Pipeline:
         self.metrics.tts_characters.labels(*self.metrics.usage_labels(route)).inc(len(text))
         report.usage["tts_characters"] = report.usage.get("tts_characters", 0) + len(text)
 
-    async def turn(self, routes: Routes, utterance: Utterance) -> tuple[TurnReport, bytes]:
-        """The whole turn, one stage after the other: (report, reply PCM)."""
-        started = time.perf_counter()
-        report = TurnReport()
-        text = await self.transcribe(routes, utterance, report)
-        session = self.sessions.get(utterance.session_id)
-        report.session_id = session.id
+    async def run(
+        self,
+        routes: Routes,
+        utterance: Utterance,
+        listener: TurnListener,
+        *,
+        streaming: bool,
+        started: float | None = None,
+    ) -> TurnReport:
+        """The whole turn, timed from started (default: now); its audio goes to the
+        listener, and the report is what it did."""
+        turn = _Turn(self, routes, utterance, listener, streaming, started)
+        return await turn.run()
+
+
+class TurnListener:
+    """Hears a turn as it happens; each method is awaited before the turn goes on. The
+    default hears nothing."""
+
+    async def transcript(self, text: str) -> None:
+        pass
+
+    async def token(self, text: str) -> None:
+        pass
+
+    async def sentence(self, index: int, text: str) -> None:
+        pass
+
+    async def audio(self, pcm: bytes) -> None:
+        pass
+
+    async def reply(self, text: str) -> None:
+        pass
+
+
+class _WholeReply:
+    """A splitter that cuts nothing: the reply is one piece, at the end."""
+
+    def __init__(self) -> None:
+        self._text = ""
+
+    def feed(self, text: str) -> list[str]:
+        self._text += text
+        return []
+
+    def flush(self) -> str | None:
+        return self._text.strip() or None
+
+
+class _Turn:
+    """One run of Pipeline.run: the model's pieces go through a queue to the speaker,
+    so the two overlap when streaming."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        routes: Routes,
+        utterance: Utterance,
+        listener: TurnListener,
+        streaming: bool,
+        started: float | None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.routes = routes
+        self.utterance = utterance
+        self.listener = listener
+        self.mode: Literal["stream", "turn"] = "stream" if streaming else "turn"
+        self.splitter: SentenceSplitter | _WholeReply = (
+            SentenceSplitter(first_words=pipeline.settings.gateway_first_piece_words)
+            if streaming
+            else _WholeReply()
+        )
+        self.started = time.perf_counter() if started is None else started
+        self.report = TurnReport()
+        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reply: list[str] = []
+        self.first_audio: float | None = None
+        self.tts_seconds = 0.0
+
+    async def run(self) -> TurnReport:
+        text = await self.pipeline.transcribe(self.routes, self.utterance, self.report)
+        await self.listener.transcript(text)
+        session = self.pipeline.sessions.get(self.utterance.session_id)
+        self.report.session_id = session.id
         # Turns of one conversation are answered in order, never interleaved.
         async with session.lock:
-            reply = "".join([t async for t in self.reply_tokens(routes, session, text, report)])
-            reply = reply.strip()
-            if not reply:
-                raise ApiError(502, "empty_reply", "the language model answered with no text")
-            report.reply = reply
-            tts_started = time.perf_counter()
-            route, chunks = await self.stages.speak(routes, reply, utterance.sample_rate)
-            self.count_speech(route, reply, report)
-            pcm = b"".join([chunk async for chunk in chunks])
-            report.timings["tts_ms"] = ms(time.perf_counter() - tts_started)
-            session.remember(text, reply)
-            report.turns = len(session.turns)
-        total = time.perf_counter() - started
-        report.timings["total_ms"] = ms(total)
-        # The client gets its audio with the answer: the first audio is the last.
-        self.metrics.first_audio.labels(self.metrics.agent, "turn").observe(total)
-        self.metrics.turn_duration.labels(self.metrics.agent, "turn").observe(total)
-        return report, pcm
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._think(session, text))
+                    group.create_task(self._speak())
+            except* Exception as errors:
+                # One side failed and the other was cancelled: the failure is the turn's,
+                # the client's own error first.
+                failures = errors.exceptions
+                raise next((e for e in failures if isinstance(e, ApiError)), failures[0]) from None
+            self.report.reply = "".join(self.reply).strip()
+            session.remember(text, self.report.reply)
+            self.report.turns = len(session.turns)
+        self._finish()
+        return self.report
+
+    async def _think(self, session: Session, text: str) -> None:
+        timings = self.report.timings
+        try:
+            async for token in self.pipeline.reply_tokens(self.routes, session, text, self.report):
+                self.reply.append(token)
+                await self.listener.token(token)
+                for sentence in self.splitter.feed(token):
+                    if "first_piece_ms" not in timings:
+                        timings["first_piece_ms"] = ms(time.perf_counter() - self.started)
+                    self.pieces.put_nowait(sentence)
+            if rest := self.splitter.flush():
+                self.pieces.put_nowait(rest)
+        finally:
+            self.pieces.put_nowait(None)
+        reply = "".join(self.reply).strip()
+        if not reply:
+            raise ApiError(502, "empty_reply", "the language model answered with no text")
+        await self.listener.reply(reply)
+
+    async def _speak(self) -> None:
+        index = 0
+        while (piece := await self.pieces.get()) is not None:
+            call_started = time.perf_counter()
+            route, chunks = await self.pipeline.stages.speak(
+                self.routes, piece, self.utterance.sample_rate
+            )
+            self.pipeline.count_speech(route, piece, self.report)
+            await self.listener.sentence(index, piece)
+            async for chunk in chunks:
+                if self.first_audio is None:
+                    self.first_audio = time.perf_counter() - self.started
+                await self.listener.audio(chunk)
+            self.tts_seconds += time.perf_counter() - call_started
+            index += 1
+
+    def _finish(self) -> None:
+        total = time.perf_counter() - self.started
+        metrics, timings = self.pipeline.metrics, self.report.timings
+        if self.mode == "turn":
+            # The client gets its audio with the answer: the first audio is the last.
+            self.first_audio = total
+        elif self.first_audio is not None:
+            timings["first_audio_ms"] = ms(self.first_audio)
+        if self.first_audio is not None:
+            metrics.first_audio.labels(metrics.agent, self.mode).observe(self.first_audio)
+        timings["tts_ms"] = ms(self.tts_seconds)
+        timings["total_ms"] = ms(total)
+        metrics.turn_duration.labels(metrics.agent, self.mode).observe(total)
+
+
+@contextlib.contextmanager
+def counted_turn(metrics: GatewayMetrics, mode: Literal["stream", "turn"]) -> Iterator[None]:
+    """Counts a turn by how it ended (ok, the error code, or aborted), over whatever part
+    of the request its route counts as the turn."""
+    outcome = "ok"
+    try:
+        yield
+    except ApiError as error:
+        outcome = error.code
+        raise
+    except BaseException:
+        outcome = "aborted"
+        raise
+    finally:
+        metrics.turns.labels(metrics.agent, mode, outcome).inc()

@@ -67,7 +67,7 @@ class RoutesWatcher:
         self,
         path: Path,
         poll_seconds: float,
-        on_reload: Callable[[str, Routes | None], None] = lambda result, routes: None,
+        on_reload: Callable[[str, Routes | None], None] = lambda *_: None,
     ) -> None:
         self.path = Path(path)
         self.poll_seconds = poll_seconds

@@ -1,12 +1,12 @@
-"""Conversation sessions: the LLM engine's bounded store (turns per session, sessions
-kept, idle time), with the session ids a client may choose checked at the edge."""
+"""Conversation sessions: the bounded store from common (turns per session, sessions kept,
+idle time), with the session ids a client may choose checked at the edge."""
 
 from __future__ import annotations
 
 import re
 
 from voice_engines.common.errors import ApiError
-from voice_engines.llm.sessions import Session, SessionStore
+from voice_engines.common.sessions import Session, SessionStore
 
 _SESSION_ID = re.compile(r"^[\w.:\-]{1,128}$")
 

@@ -34,9 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voice_engines.common.correlation import _correlation_id, pick_correlation_id
 from voice_engines.common.errors import ApiError, error_body, validation_error
 from voice_engines.gateway.audio import pcm_utterance
-from voice_engines.gateway.pipeline import Pipeline, TurnReport, Utterance, ms
+from voice_engines.gateway.pipeline import Pipeline, TurnListener, Utterance, counted_turn
 from voice_engines.gateway.routes import RoutesWatcher
-from voice_engines.gateway.sentences import SentenceSplitter
 from voice_engines.gateway.sessions import checked_session_id
 
 log = logging.getLogger(__name__)
@@ -69,6 +68,28 @@ class Sender:
 
     async def error(self, error: ApiError) -> None:
         await self.json({"type": "error", **error_body(error.code, error.message, error.field)})
+
+
+class StreamListener(TurnListener):
+    """A turn as the stream's messages: text as JSON, the reply's audio as binary frames."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    async def transcript(self, text: str) -> None:
+        await self.sender.json({"type": "transcript", "text": text})
+
+    async def token(self, text: str) -> None:
+        await self.sender.json({"type": "token", "text": text})
+
+    async def sentence(self, index: int, text: str) -> None:
+        await self.sender.json({"type": "sentence", "index": index, "text": text})
+
+    async def audio(self, pcm: bytes) -> None:
+        await self.sender.audio(pcm)
+
+    async def reply(self, text: str) -> None:
+        await self.sender.json({"type": "reply", "text": text})
 
 
 class StreamSession:
@@ -155,96 +176,20 @@ class StreamSession:
             )
 
     async def _turn(self, pcm: bytes) -> None:
-        metrics = self.pipeline.metrics
-        outcome = "ok"
-        try:
-            report = await self._speak_turn(pcm)
-        except ApiError as error:
-            outcome = error.code
-            raise
-        except BaseException:
-            outcome = "aborted"
-            raise
-        finally:
-            metrics.turns.labels(metrics.agent, "stream", outcome).inc()
+        with counted_turn(self.pipeline.metrics, "stream"):
+            started = time.perf_counter()
+            routes = self.watcher.current
+            if routes is None:
+                raise ApiError(503, "no_routes", "the gateway has no valid routes file yet")
+            wav, seconds = await asyncio.to_thread(pcm_utterance, pcm, self.start.sample_rate)
+            utterance = Utterance(
+                wav, seconds, self.start.language, self.output_rate, self.start.session_id
+            )
+            report = await self.pipeline.run(
+                routes, utterance, StreamListener(self.sender), streaming=True, started=started
+            )
         self.start = self.start.model_copy(update={"session_id": report.session_id})
         await self.sender.json({"type": "done", **report.as_json()})
-
-    async def _speak_turn(self, pcm: bytes) -> TurnReport:
-        started = time.perf_counter()
-        routes = self.watcher.current
-        if routes is None:
-            raise ApiError(503, "no_routes", "the gateway has no valid routes file yet")
-        wav, seconds = await asyncio.to_thread(pcm_utterance, pcm, self.start.sample_rate)
-        utterance = Utterance(
-            wav, seconds, self.start.language, self.output_rate, self.start.session_id
-        )
-        report = TurnReport()
-        text = await self.pipeline.transcribe(routes, utterance, report)
-        await self.sender.json({"type": "transcript", "text": text})
-        session = self.pipeline.sessions.get(utterance.session_id)
-        report.session_id = session.id
-        async with session.lock:
-            sentences: asyncio.Queue[str | None] = asyncio.Queue()
-            reply: list[str] = []
-            first_audio: list[float] = []
-            tts_seconds = 0.0
-
-            async def think() -> None:
-                splitter = SentenceSplitter(first_words=self.settings.gateway_first_piece_words)
-                try:
-                    async for token in self.pipeline.reply_tokens(routes, session, text, report):
-                        reply.append(token)
-                        await self.sender.json({"type": "token", "text": token})
-                        for sentence in splitter.feed(token):
-                            if "first_piece_ms" not in report.timings:
-                                report.timings["first_piece_ms"] = ms(time.perf_counter() - started)
-                            sentences.put_nowait(sentence)
-                    if rest := splitter.flush():
-                        sentences.put_nowait(rest)
-                finally:
-                    sentences.put_nowait(None)
-                if not "".join(reply).strip():
-                    raise ApiError(502, "empty_reply", "the language model answered with no text")
-                await self.sender.json({"type": "reply", "text": "".join(reply).strip()})
-
-            async def speak() -> None:
-                nonlocal tts_seconds
-                index = 0
-                while (sentence := await sentences.get()) is not None:
-                    call_started = time.perf_counter()
-                    route, chunks = await self.pipeline.stages.speak(
-                        routes, sentence, utterance.sample_rate
-                    )
-                    self.pipeline.count_speech(route, sentence, report)
-                    await self.sender.json({"type": "sentence", "index": index, "text": sentence})
-                    async for chunk in chunks:
-                        if not first_audio:
-                            first_audio.append(time.perf_counter() - started)
-                        await self.sender.audio(chunk)
-                    tts_seconds += time.perf_counter() - call_started
-                    index += 1
-
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(think())
-                    group.create_task(speak())
-            except* ApiError as errors:
-                raise errors.exceptions[0] from None
-            except* WebSocketDisconnect:
-                raise WebSocketDisconnect(1001) from None
-            report.reply = "".join(reply).strip()
-            session.remember(text, report.reply)
-            report.turns = len(session.turns)
-        total = time.perf_counter() - started
-        metrics = self.pipeline.metrics
-        if first_audio:
-            report.timings["first_audio_ms"] = ms(first_audio[0])
-            metrics.first_audio.labels(metrics.agent, "stream").observe(first_audio[0])
-        report.timings["tts_ms"] = ms(tts_seconds)
-        report.timings["total_ms"] = ms(total)
-        metrics.turn_duration.labels(metrics.agent, "stream").observe(total)
-        return report
 
 
 async def serve_stream(websocket: WebSocket, pipeline: Pipeline, watcher: RoutesWatcher) -> None:

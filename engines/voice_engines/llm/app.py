@@ -8,28 +8,33 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.errors import ApiError, error_body
 from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.common.sessions import SessionStore
 from voice_engines.llm.backends import ChatBackend, Completion, GenerationParams, load_backend
-from voice_engines.llm.backends.base import Message
+from voice_engines.llm.backends.base import Delta, Message
 from voice_engines.llm.schemas import ChatCompletionRequest, ChatRequest, GenerateRequest
-from voice_engines.llm.sessions import SessionStore
 from voice_engines.llm.settings import LlmSettings
 
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 class LlmEngine:
-    def __init__(self, settings: LlmSettings) -> None:
+    def __init__(self, settings: LlmSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.backend: ChatBackend | None = None
+        self.requests = RequestMetrics(registry, "llm_generation", "Generation")
+        self.input_tokens = histogram(registry, "llm_input_tokens", "Prompt tokens", TOKEN_BUCKETS)
+        self.output_tokens = histogram(
+            registry, "llm_output_tokens", "Generated tokens", TOKEN_BUCKETS
+        )
 
     def load(self) -> None:
         backend = load_backend(self.settings)
@@ -72,6 +77,10 @@ class LlmEngine:
                 field=field,
             )
 
+    def count(self, input_n: int, output_n: int) -> None:
+        self.input_tokens.observe(input_n)
+        self.output_tokens.observe(output_n)
+
     def with_system(self, messages: list[Message], system: str | None = None) -> list[Message]:
         if any(m["role"] == "system" for m in messages):
             return messages
@@ -84,208 +93,220 @@ def _require_text(text: str, field: str) -> None:
         raise ApiError(400, "empty_text", f"{field} is empty", field=field)
 
 
+Engine = Annotated[LlmEngine, Depends(from_state("engine"))]
+Sessions = Annotated[SessionStore, Depends(from_state("sessions"))]
+router = APIRouter()
+
+
+async def _complete(
+    request: Request,
+    engine: LlmEngine,
+    executor: Executor,
+    messages: list[Message],
+    params: GenerationParams,
+) -> Completion:
+    require_ready(request.app)
+    assert engine.backend is not None
+    result: Completion = await executor.run(engine.backend.complete, messages, params)
+    engine.count(result.input_tokens, result.output_tokens)
+    return result
+
+
+def _usage(result: Completion) -> dict[str, int]:
+    return {
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+    }
+
+
+@router.post("/generate")
+async def generate(
+    request: Request, engine: Engine, executor: Executor, body: GenerateRequest
+) -> JSONResponse:
+    _require_text(body.prompt, "prompt")
+    params = engine.params(body.max_tokens, body.temperature, body.stop, body.seed)
+    messages = engine.with_system([{"role": "user", "content": body.prompt}], body.system)
+    engine.check_prompt(messages, "prompt")
+    result = await _complete(request, engine, executor, messages, params)
+    return JSONResponse(
+        {
+            "text": result.text,
+            "model": engine.settings.llm_model,
+            "finish_reason": result.finish_reason,
+            "usage": _usage(result),
+        }
+    )
+
+
+@router.post("/chat")
+async def chat(
+    request: Request, engine: Engine, executor: Executor, sessions: Sessions, body: ChatRequest
+) -> JSONResponse:
+    _require_text(body.message, "message")
+    params = engine.params(body.max_tokens, body.temperature, seed=body.seed)
+    session = sessions.get(body.session_id)
+    async with session.lock:
+        messages = engine.with_system(
+            [*session.messages(), {"role": "user", "content": body.message}]
+        )
+        engine.check_prompt(messages, "message")
+        result = await _complete(request, engine, executor, messages, params)
+        session.remember(body.message, result.text)
+    return JSONResponse(
+        {
+            "session_id": session.id,
+            "reply": result.text,
+            "turns": len(session.turns),
+            "model": engine.settings.llm_model,
+            "finish_reason": result.finish_reason,
+            "usage": _usage(result),
+        }
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    request: Request, engine: Engine, executor: Executor, body: ChatCompletionRequest
+) -> Response:
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    params = engine.params(max_tokens, body.temperature, stop, body.seed)
+    messages: list[Message] = [
+        # Ollama and llama.cpp templates know "system", not OpenAI's newer "developer".
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        for m in body.messages
+    ]
+    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+        raise ApiError(400, "empty_text", "no user message has content", field="messages")
+    messages = engine.with_system(messages)
+    engine.check_prompt(messages, "messages")
+    completion = _CompletionChunks(
+        f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or engine.settings.llm_model
+    )
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        require_ready(request.app)
+        assert engine.backend is not None
+        deltas = await executor.stream(engine.backend.stream, messages, params)
+        return StreamingResponse(
+            completion.events(engine, deltas, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = await _complete(request, engine, executor, messages, params)
+    return JSONResponse(
+        {
+            "id": completion.id,
+            "object": "chat.completion",
+            "created": completion.created,
+            "model": completion.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": result.input_tokens,
+                "completion_tokens": result.output_tokens,
+                "total_tokens": result.input_tokens + result.output_tokens,
+            },
+        }
+    )
+
+
+class _CompletionChunks:
+    """One chat completion's identity, and its stream as OpenAI's server-sent events."""
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.id = completion_id
+        self.created = created
+        self.model = model
+
+    @staticmethod
+    def event(payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return self.event(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": choices,
+                **extra,
+            }
+        )
+
+    def delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self.chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    async def events(
+        self, engine: LlmEngine, deltas: AsyncIterator[Delta], include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        yield self.delta({"role": "assistant", "content": ""})
+        try:
+            async for delta in deltas:
+                if delta.text:
+                    yield self.delta({"content": delta.text})
+                if delta.finish_reason is None:
+                    continue
+                engine.count(delta.input_tokens, delta.output_tokens)
+                yield self.delta({}, delta.finish_reason)
+                if include_usage:
+                    yield self.chunk(
+                        [],
+                        usage={
+                            "prompt_tokens": delta.input_tokens,
+                            "completion_tokens": delta.output_tokens,
+                            "total_tokens": delta.input_tokens + delta.output_tokens,
+                        },
+                    )
+        except ApiError as exc:
+            # Headers are gone: the error travels as an event, as OpenAI sends it.
+            yield self.event(error_body(exc.code, exc.message, exc.field))
+        yield b"data: [DONE]\n\n"
+
+
+@router.get("/models")
+@router.get("/v1/models")
+async def models(engine: Engine) -> JSONResponse:
+    settings = engine.settings
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": settings.llm_model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": settings.llm_backend,
+                }
+            ],
+        }
+    )
+
+
 def create_app(settings: LlmSettings | None = None) -> FastAPI:
     settings = settings or LlmSettings()
-    engine = LlmEngine(settings)
-    sessions = SessionStore(
-        settings.llm_max_sessions, settings.llm_history_turns, settings.llm_session_ttl
-    )
     registry = CollectorRegistry()
-    requests = RequestMetrics(registry, "llm_generation", "Generation")
-    input_tokens = histogram(registry, "llm_input_tokens", "Prompt tokens", TOKEN_BUCKETS)
-    output_tokens = histogram(registry, "llm_output_tokens", "Generated tokens", TOKEN_BUCKETS)
+    engine = LlmEngine(settings, registry)
     app = build_engine_app(
         title="voice-llm",
         settings=settings,
         registry=registry,
-        route_metrics={path: requests for path in ("/generate", "/chat", "/v1/chat/completions")},
+        route_metrics={
+            path: engine.requests for path in ("/generate", "/chat", "/v1/chat/completions")
+        },
         load=engine.load,
         describe=engine.describe,
         single_stream=settings.llm_backend == "llamacpp",
     )
-
-    def count(input_n: int, output_n: int) -> None:
-        input_tokens.observe(input_n)
-        output_tokens.observe(output_n)
-
-    async def complete(
-        request: Request, messages: list[Message], params: GenerationParams
-    ) -> Completion:
-        require_ready(request.app)
-        assert engine.backend is not None
-        result: Completion = await request.app.state.executor.run(
-            engine.backend.complete, messages, params
-        )
-        count(result.input_tokens, result.output_tokens)
-        return result
-
-    def usage(result: Completion) -> dict[str, int]:
-        return {
-            "input_tokens": result.input_tokens,
-            "output_tokens": result.output_tokens,
-        }
-
-    @app.post("/generate")
-    async def generate(request: Request, body: GenerateRequest) -> JSONResponse:
-        _require_text(body.prompt, "prompt")
-        params = engine.params(body.max_tokens, body.temperature, body.stop, body.seed)
-        messages = engine.with_system([{"role": "user", "content": body.prompt}], body.system)
-        engine.check_prompt(messages, "prompt")
-        result = await complete(request, messages, params)
-        return JSONResponse(
-            {
-                "text": result.text,
-                "model": settings.llm_model,
-                "finish_reason": result.finish_reason,
-                "usage": usage(result),
-            }
-        )
-
-    @app.post("/chat")
-    async def chat(request: Request, body: ChatRequest) -> JSONResponse:
-        _require_text(body.message, "message")
-        params = engine.params(body.max_tokens, body.temperature, seed=body.seed)
-        session = sessions.get(body.session_id)
-        async with session.lock:
-            messages = engine.with_system(
-                [*session.messages(), {"role": "user", "content": body.message}]
-            )
-            engine.check_prompt(messages, "message")
-            result = await complete(request, messages, params)
-            session.remember(body.message, result.text)
-        return JSONResponse(
-            {
-                "session_id": session.id,
-                "reply": result.text,
-                "turns": len(session.turns),
-                "model": settings.llm_model,
-                "finish_reason": result.finish_reason,
-                "usage": usage(result),
-            }
-        )
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        stop = [body.stop] if isinstance(body.stop, str) else body.stop
-        params = engine.params(max_tokens, body.temperature, stop, body.seed)
-        messages: list[Message] = [
-            # Ollama and llama.cpp templates know "system", not OpenAI's newer "developer".
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
-        if not any(m["content"].strip() for m in messages if m["role"] == "user"):
-            raise ApiError(400, "empty_text", "no user message has content", field="messages")
-        messages = engine.with_system(messages)
-        engine.check_prompt(messages, "messages")
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        model = body.model or settings.llm_model
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await stream_completion(
-                request, messages, params, completion_id, created, model, include_usage
-            )
-        result = await complete(request, messages, params)
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result.text},
-                        "finish_reason": result.finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": result.input_tokens,
-                    "completion_tokens": result.output_tokens,
-                    "total_tokens": result.input_tokens + result.output_tokens,
-                },
-            }
-        )
-
-    async def stream_completion(
-        request: Request,
-        messages: list[Message],
-        params: GenerationParams,
-        completion_id: str,
-        created: int,
-        model: str,
-        include_usage: bool,
-    ) -> StreamingResponse:
-        require_ready(request.app)
-        assert engine.backend is not None
-        deltas = await request.app.state.executor.stream(engine.backend.stream, messages, params)
-
-        def event(payload: dict[str, Any]) -> bytes:
-            return f"data: {json.dumps(payload)}\n\n".encode()
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return event(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                }
-            )
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""})
-            try:
-                async for delta in deltas:
-                    if delta.text:
-                        yield chunk({"content": delta.text})
-                    if delta.finish_reason is None:
-                        continue
-                    count(delta.input_tokens, delta.output_tokens)
-                    yield chunk({}, delta.finish_reason)
-                    if include_usage:
-                        yield event(
-                            {
-                                "id": completion_id,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": model,
-                                "choices": [],
-                                "usage": {
-                                    "prompt_tokens": delta.input_tokens,
-                                    "completion_tokens": delta.output_tokens,
-                                    "total_tokens": delta.input_tokens + delta.output_tokens,
-                                },
-                            }
-                        )
-            except ApiError as exc:
-                # Headers are gone: the error travels as an event, as OpenAI sends it.
-                yield event(error_body(exc.code, exc.message, exc.field))
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    @app.get("/models")
-    @app.get("/v1/models")
-    async def models() -> JSONResponse:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": settings.llm_model,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": settings.llm_backend,
-                    }
-                ],
-            }
-        )
-
+    app.state.engine = engine
+    app.state.sessions = SessionStore(
+        settings.llm_max_sessions, settings.llm_history_turns, settings.llm_session_ttl
+    )
+    app.include_router(router)
     return app

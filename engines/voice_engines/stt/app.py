@@ -7,11 +7,11 @@ import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import decode_audio, to_mono_at
 from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -28,9 +28,13 @@ _WARM_UP_AUDIO = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).
 class SttEngine:
     """The loaded backend and what a request needs around it."""
 
-    def __init__(self, settings: SttSettings) -> None:
+    def __init__(self, settings: SttSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.backend: SpeechToText | None = None
+        self.requests = RequestMetrics(registry, "stt_transcription", "Transcription")
+        self.audio_seconds = histogram(
+            registry, "stt_audio_duration_seconds", "Duration of transcribed audio", AUDIO_BUCKETS
+        )
 
     def load(self) -> None:
         backend = load_backend(self.settings)
@@ -79,119 +83,133 @@ def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "voice-operator"}
 
 
+Engine = Annotated[SttEngine, Depends(from_state("engine"))]
+router = APIRouter()
+
+
+async def _transcribe(
+    request: Request,
+    engine: SttEngine,
+    executor: Executor,
+    file: UploadFile,
+    language: str | None,
+    temperature: float | None,
+    prompt: str | None,
+) -> tuple[Transcript, float]:
+    require_ready(request.app)
+    data = await file.read()
+    if not data:
+        raise ApiError(400, "empty_upload", "the uploaded file is empty", field="file")
+    started = time.perf_counter()
+    result = await executor.run(
+        engine.transcribe_upload,
+        data,
+        engine.language(language),
+        engine.settings.stt_temperature if temperature is None else temperature,
+        prompt,
+    )
+    engine.audio_seconds.observe(result.duration)
+    return result, time.perf_counter() - started
+
+
+@router.post("/transcribe")
+async def transcribe_native(
+    request: Request,
+    engine: Engine,
+    executor: Executor,
+    file: Annotated[UploadFile, File(description="audio: WAV (any rate/channels), FLAC, ...")],
+    language: Annotated[str | None, Form()] = None,
+    temperature: TemperatureForm = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+) -> JSONResponse:
+    result, seconds = await _transcribe(
+        request, engine, executor, file, language, temperature, prompt
+    )
+    return JSONResponse(
+        {
+            "text": result.text,
+            "language": result.language,
+            "duration": round(result.duration, 3),
+            "processing_seconds": round(seconds, 3),
+            "model": engine.settings.model_name,
+            "backend": engine.settings.stt_backend,
+            "segments": [
+                {"id": i, "start": s.start, "end": s.end, "text": s.text}
+                for i, s in enumerate(result.segments)
+            ],
+        }
+    )
+
+
+@router.post("/v1/audio/transcriptions")
+async def transcribe_openai(
+    request: Request,
+    engine: Engine,
+    executor: Executor,
+    file: Annotated[UploadFile, File()],
+    # OpenAI clients name a model (e.g. "whisper-1"); this engine serves the one it
+    # loaded whatever the name, as a drop-in replacement must.
+    model: Annotated[str | None, Form()] = None,  # noqa: ARG001
+    language: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    response_format: Annotated[Literal["json", "text", "verbose_json"], Form()] = "json",
+    temperature: TemperatureForm = None,
+) -> Response:
+    result, _ = await _transcribe(request, engine, executor, file, language, temperature, prompt)
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "json":
+        return JSONResponse({"text": result.text})
+    return JSONResponse(
+        {
+            "task": "transcribe",
+            "language": result.language,
+            "duration": round(result.duration, 3),
+            "text": result.text,
+            "segments": [
+                {
+                    "id": i,
+                    "seek": 0,
+                    "start": s.start,
+                    "end": s.end,
+                    "text": s.text,
+                    "tokens": [],
+                    "temperature": temperature or engine.settings.stt_temperature,
+                    "avg_logprob": s.avg_logprob,
+                    "compression_ratio": 0.0,
+                    "no_speech_prob": s.no_speech_prob,
+                }
+                for i, s in enumerate(result.segments)
+            ],
+        }
+    )
+
+
+@router.get("/models")
+@router.get("/v1/models")
+async def models(engine: Engine) -> JSONResponse:
+    settings = engine.settings
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [{**_model_card(settings.model_name), "backend": settings.stt_backend}],
+        }
+    )
+
+
 def create_app(settings: SttSettings | None = None) -> FastAPI:
     settings = settings or SttSettings()
-    engine = SttEngine(settings)
     registry = CollectorRegistry()
-    requests = RequestMetrics(registry, "stt_transcription", "Transcription")
-    audio_seconds = histogram(
-        registry, "stt_audio_duration_seconds", "Duration of transcribed audio", AUDIO_BUCKETS
-    )
+    engine = SttEngine(settings, registry)
     app = build_engine_app(
         title="voice-stt",
         settings=settings,
         registry=registry,
-        route_metrics={"/transcribe": requests, "/v1/audio/transcriptions": requests},
+        route_metrics={"/transcribe": engine.requests, "/v1/audio/transcriptions": engine.requests},
         load=engine.load,
         describe=engine.describe,
         single_stream=settings.stt_backend == "whispercpp",
     )
-
-    async def transcribe(
-        request: Request,
-        file: UploadFile,
-        language: str | None,
-        temperature: float | None,
-        prompt: str | None,
-    ) -> tuple[Transcript, float]:
-        require_ready(request.app)
-        data = await file.read()
-        if not data:
-            raise ApiError(400, "empty_upload", "the uploaded file is empty", field="file")
-        started = time.perf_counter()
-        result = await request.app.state.executor.run(
-            engine.transcribe_upload,
-            data,
-            engine.language(language),
-            settings.stt_temperature if temperature is None else temperature,
-            prompt,
-        )
-        audio_seconds.observe(result.duration)
-        return result, time.perf_counter() - started
-
-    @app.post("/transcribe")
-    async def transcribe_native(
-        request: Request,
-        file: Annotated[UploadFile, File(description="audio: WAV (any rate/channels), FLAC, ...")],
-        language: Annotated[str | None, Form()] = None,
-        temperature: TemperatureForm = None,
-        prompt: Annotated[str | None, Form(max_length=2000)] = None,
-    ) -> JSONResponse:
-        result, seconds = await transcribe(request, file, language, temperature, prompt)
-        return JSONResponse(
-            {
-                "text": result.text,
-                "language": result.language,
-                "duration": round(result.duration, 3),
-                "processing_seconds": round(seconds, 3),
-                "model": settings.model_name,
-                "backend": settings.stt_backend,
-                "segments": [
-                    {"id": i, "start": s.start, "end": s.end, "text": s.text}
-                    for i, s in enumerate(result.segments)
-                ],
-            }
-        )
-
-    @app.post("/v1/audio/transcriptions")
-    async def transcribe_openai(
-        request: Request,
-        file: Annotated[UploadFile, File()],
-        # OpenAI clients name a model (e.g. "whisper-1"); this engine serves the one it
-        # loaded whatever the name, as a drop-in replacement must.
-        model: Annotated[str | None, Form()] = None,
-        language: Annotated[str | None, Form()] = None,
-        prompt: Annotated[str | None, Form(max_length=2000)] = None,
-        response_format: Annotated[Literal["json", "text", "verbose_json"], Form()] = "json",
-        temperature: TemperatureForm = None,
-    ) -> Response:
-        result, _ = await transcribe(request, file, language, temperature, prompt)
-        if response_format == "text":
-            return PlainTextResponse(result.text + "\n")
-        if response_format == "json":
-            return JSONResponse({"text": result.text})
-        return JSONResponse(
-            {
-                "task": "transcribe",
-                "language": result.language,
-                "duration": round(result.duration, 3),
-                "text": result.text,
-                "segments": [
-                    {
-                        "id": i,
-                        "seek": 0,
-                        "start": s.start,
-                        "end": s.end,
-                        "text": s.text,
-                        "tokens": [],
-                        "temperature": temperature or settings.stt_temperature,
-                        "avg_logprob": s.avg_logprob,
-                        "compression_ratio": 0.0,
-                        "no_speech_prob": s.no_speech_prob,
-                    }
-                    for i, s in enumerate(result.segments)
-                ],
-            }
-        )
-
-    @app.get("/models")
-    @app.get("/v1/models")
-    async def models() -> JSONResponse:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [{**_model_card(settings.model_name), "backend": settings.stt_backend}],
-            }
-        )
-
+    app.state.engine = engine
+    app.include_router(router)
     return app

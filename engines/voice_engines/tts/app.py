@@ -4,16 +4,16 @@ GET /voices; plus /health, /ready and /metrics from common."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import soxr
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice_engines.common.app import build_engine_app, require_ready
+from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_header
 from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -54,9 +54,13 @@ class SpeechRequest(BaseModel):
 
 
 class TtsEngine:
-    def __init__(self, settings: TtsSettings) -> None:
+    def __init__(self, settings: TtsSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.voice: PiperBackend | None = None
+        self.requests = RequestMetrics(registry, "tts_synthesis", "Synthesis")
+        self.text_length = histogram(
+            registry, "tts_text_length_chars", "Length of synthesized text", TEXT_BUCKETS
+        )
 
     def load(self) -> None:
         voice = PiperBackend(
@@ -109,109 +113,132 @@ class TtsEngine:
             yield pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
 
 
+Engine = Annotated[TtsEngine, Depends(from_state("engine"))]
+router = APIRouter()
+
+
+async def _speak(
+    request: Request,
+    engine: TtsEngine,
+    executor: Executor,
+    text: str,
+    voice_name: str | None,
+    speed: float | None,
+    rate: int | None,
+    fmt: AudioFormat,
+    stream: bool,
+) -> Response:
+    require_ready(request.app)
+    voice = engine.check(text, voice_name)
+    engine.text_length.observe(len(text))
+    speed = speed or engine.settings.tts_speed
+    rate = rate or voice.info.sample_rate
+    headers = {"X-Sample-Rate": str(rate)}
+    if stream and fmt in ("wav", "pcm"):
+        chunks = await executor.stream(engine.stream_pcm, voice, text, speed, rate)
+        return StreamingResponse(
+            _with_header(chunks, streaming_wav_header(rate) if fmt == "wav" else b""),
+            media_type=MEDIA_TYPES[fmt],
+            headers=headers,
+        )
+    audio = await executor.run(engine.synthesize, voice, text, speed, rate)
+    data = (
+        await executor.run(encode, audio, rate, fmt) if fmt == "flac" else encode(audio, rate, fmt)
+    )
+    return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+async def _with_header(chunks: AsyncIterator[bytes], header: bytes) -> AsyncIterator[bytes]:
+    # The header rides with the first sentence so the first bytes a client gets are
+    # playable audio.
+    async for chunk in chunks:
+        yield header + chunk
+        header = b""
+    if header:
+        yield header
+
+
+@router.post("/synthesize")
+async def synthesize(
+    request: Request, engine: Engine, executor: Executor, body: SynthesizeRequest
+) -> Response:
+    return await _speak(
+        request,
+        engine,
+        executor,
+        body.text,
+        body.voice,
+        body.speed,
+        body.sample_rate,
+        body.format,
+        body.stream,
+    )
+
+
+@router.post("/v1/audio/speech")
+async def speech(
+    request: Request, engine: Engine, executor: Executor, body: SpeechRequest
+) -> Response:
+    if body.response_format not in MEDIA_TYPES:
+        raise ApiError(
+            400,
+            "unsupported_format",
+            f"response_format {body.response_format!r} is not available; use wav, pcm or flac",
+            field="response_format",
+        )
+    fmt = cast(AudioFormat, body.response_format)
+    # OpenAI streams speech as it is made; so does this, a sentence at a time.
+    return await _speak(
+        request, engine, executor, body.input, body.voice, body.speed, None, fmt, True
+    )
+
+
+def _voices(request: Request, engine: TtsEngine) -> list[dict[str, Any]]:
+    require_ready(request.app)
+    assert engine.voice is not None
+    info = engine.voice.info
+    return [
+        {
+            "name": info.name,
+            "language": info.language,
+            "sample_rate": info.sample_rate,
+            "quality": info.quality,
+            "default": True,
+        }
+    ]
+
+
+@router.get("/voices")
+async def voices(request: Request, engine: Engine) -> JSONResponse:
+    return JSONResponse({"voices": _voices(request, engine)})
+
+
+@router.get("/models")
+@router.get("/v1/models")
+async def models(request: Request, engine: Engine) -> JSONResponse:
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"id": v["name"], "object": "model", "created": 0, "owned_by": "piper"}
+                for v in _voices(request, engine)
+            ],
+        }
+    )
+
+
 def create_app(settings: TtsSettings | None = None) -> FastAPI:
     settings = settings or TtsSettings()
-    engine = TtsEngine(settings)
     registry = CollectorRegistry()
-    requests = RequestMetrics(registry, "tts_synthesis", "Synthesis")
-    text_length = histogram(
-        registry, "tts_text_length_chars", "Length of synthesized text", TEXT_BUCKETS
-    )
+    engine = TtsEngine(settings, registry)
     app = build_engine_app(
         title="voice-tts",
         settings=settings,
         registry=registry,
-        route_metrics={"/synthesize": requests, "/v1/audio/speech": requests},
+        route_metrics={"/synthesize": engine.requests, "/v1/audio/speech": engine.requests},
         load=engine.load,
         describe=engine.describe,
     )
-
-    async def speak(
-        request: Request,
-        text: str,
-        voice_name: str | None,
-        speed: float | None,
-        rate: int | None,
-        fmt: AudioFormat,
-        stream: bool,
-    ) -> Response:
-        require_ready(request.app)
-        voice = engine.check(text, voice_name)
-        text_length.observe(len(text))
-        speed = speed or settings.tts_speed
-        rate = rate or voice.info.sample_rate
-        headers = {"X-Sample-Rate": str(rate)}
-        executor = request.app.state.executor
-        if stream and fmt in ("wav", "pcm"):
-            chunks = await executor.stream(engine.stream_pcm, voice, text, speed, rate)
-
-            async def body() -> AsyncIterator[bytes]:
-                # The header rides with the first sentence so the first bytes a client
-                # gets are playable audio.
-                header = streaming_wav_header(rate) if fmt == "wav" else b""
-                async for chunk in chunks:
-                    yield header + chunk
-                    header = b""
-                if header:
-                    yield header
-
-            return StreamingResponse(body(), media_type=MEDIA_TYPES[fmt], headers=headers)
-        audio = await executor.run(engine.synthesize, voice, text, speed, rate)
-        data = (
-            await executor.run(encode, audio, rate, fmt)
-            if fmt == "flac"
-            else encode(audio, rate, fmt)
-        )
-        return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
-
-    @app.post("/synthesize")
-    async def synthesize(request: Request, body: SynthesizeRequest) -> Response:
-        return await speak(
-            request, body.text, body.voice, body.speed, body.sample_rate, body.format, body.stream
-        )
-
-    @app.post("/v1/audio/speech")
-    async def speech(request: Request, body: SpeechRequest) -> Response:
-        if body.response_format not in MEDIA_TYPES:
-            raise ApiError(
-                400,
-                "unsupported_format",
-                f"response_format {body.response_format!r} is not available; use wav, pcm or flac",
-                field="response_format",
-            )
-        fmt = cast(AudioFormat, body.response_format)
-        # OpenAI streams speech as it is made; so does this, a sentence at a time.
-        return await speak(request, body.input, body.voice, body.speed, None, fmt, True)
-
-    def voices_list() -> list[dict[str, Any]]:
-        require_ready(app)
-        assert engine.voice is not None
-        info = engine.voice.info
-        return [
-            {
-                "name": info.name,
-                "language": info.language,
-                "sample_rate": info.sample_rate,
-                "quality": info.quality,
-                "default": True,
-            }
-        ]
-
-    @app.get("/voices")
-    async def voices() -> JSONResponse:
-        return JSONResponse({"voices": voices_list()})
-
-    @app.get("/models")
-    @app.get("/v1/models")
-    async def models() -> JSONResponse:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {"id": v["name"], "object": "model", "created": 0, "owned_by": "piper"}
-                    for v in voices_list()
-                ],
-            }
-        )
-
+    app.state.engine = engine
+    app.include_router(router)
     return app

@@ -173,6 +173,14 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue
         else:
             out[key] = value
+    _settle_type(out, node)
+    if out.get("type") == "object":
+        _settle_object(out)
+    return out
+
+
+def _settle_type(out: dict[str, Any], node: dict[str, Any]) -> None:
+    """Every structural node has a type, except int-or-string ones, which must not."""
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if "properties" in out and "type" not in out:
@@ -181,16 +189,18 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out.pop("type", None)
     elif "type" not in out:
         raise ValueError(f"schema node without a type: {node!r}")
-    if out.get("type") == "object" and "additionalProperties" in out and "properties" in out:
+
+
+def _settle_object(out: dict[str, Any]) -> None:
+    if "additionalProperties" in out and "properties" in out:
         del out["additionalProperties"]
-    if out.get("type") == "object" and out.get("additionalProperties") is False:
+    if out.get("additionalProperties") is False:
         # Kubernetes prunes unknown fields itself; `false` is not allowed here.
         del out["additionalProperties"]
-    if out.get("type") == "object" and out.get("additionalProperties") is True:
+    if out.get("additionalProperties") is True:
         # dict[str, Any]: free-form, which a structural schema says this way.
         del out["additionalProperties"]
         out["x-kubernetes-preserve-unknown-fields"] = True
-    return out
 
 
 class _WithFactoryDefaults(GenerateJsonSchema):

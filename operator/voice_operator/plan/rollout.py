@@ -135,9 +135,7 @@ def _with_serving(
     )
 
 
-def _serve_last_good(
-    inp: RolloutInput, status: ComponentStatus
-) -> tuple[EngineAction, ComponentRevision | None]:
+def _serve_last_good(status: ComponentStatus) -> tuple[EngineAction, ComponentRevision | None]:
     """Engine action that keeps last_good serving."""
     good = status.last_good
     if good is not None and good.provider == "internal":
@@ -190,7 +188,7 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
     ready = inp.deployment.ready_replicas if inp.deployment else 0
 
     if isinstance(inp.desired, Blocked):
-        engine, engine_rev = _serve_last_good(inp, status)
+        engine, engine_rev = _serve_last_good(status)
         status = status.model_copy(update={"desired_revision": None})
         return RolloutStep(
             engine,
@@ -211,16 +209,16 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
         status = status.model_copy(update={"failed": None, "probe_failures": 0})
 
     if good is not None and rev == status.last_good_revision:
-        return _steady(inp, status, desired, rev, ready)
+        return _steady(inp, status, desired, ready)
     if failed is not None:
-        return _stay_failed(inp, status, failed, desired, ready)
+        return _stay_failed(status, failed, desired, ready)
     if desired.provider == "external":
         return _switch_to_external(inp, status, desired, rev, ready)
     return _roll_out_internal(inp, status, desired, rev, ready)
 
 
 def _steady(
-    inp: RolloutInput, status: ComponentStatus, desired: ComponentRevision, rev: str, ready: int
+    inp: RolloutInput, status: ComponentStatus, desired: ComponentRevision, ready: int
 ) -> RolloutStep:
     status = status.model_copy(update={"failed": None, "probe_failures": 0})
     if desired.provider == "external":
@@ -251,7 +249,6 @@ def _steady(
 
 
 def _stay_failed(
-    inp: RolloutInput,
     status: ComponentStatus,
     failed: FailedRollout,
     desired: ComponentRevision,
@@ -259,7 +256,7 @@ def _stay_failed(
 ) -> RolloutStep:
     good = status.last_good
     if failed.rolled_back:
-        engine, engine_rev = _serve_last_good(inp, status)
+        engine, engine_rev = _serve_last_good(status)
         if good is not None and good.provider == "external" and desired.provider == "internal":
             engine, engine_rev = "scale-to-zero", desired
         return RolloutStep(
@@ -340,7 +337,7 @@ def _switch_to_external(
 ) -> RolloutStep:
     good = status.last_good
     if not inp.gateway_has_key:
-        engine, engine_rev = _serve_last_good(inp, status)
+        engine, engine_rev = _serve_last_good(status)
         return RolloutStep(
             engine,
             engine_rev,
@@ -452,7 +449,7 @@ def _fail(
             ),
         }
     )
-    step = _stay_failed(inp, status, failed, desired, ready)
+    step = _stay_failed(status, failed, desired, ready)
     if roll_back:
         step.events.append(
             EventSpec(

@@ -111,11 +111,9 @@ def label_values(obj: dict) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("children", "limit"),
-    [(asset_children, modelasset.MAX_NAME_LENGTH), (agent_children, voiceagent.MAX_NAME_LENGTH)],
-    ids=["ModelAsset", "VoiceAgent"],
+    "children", [asset_children, agent_children], ids=["ModelAsset", "VoiceAgent"]
 )
-def test_the_longest_allowed_name_makes_valid_children(children, limit):
+def test_the_longest_allowed_name_makes_valid_children(children):
     objects = children()
     for obj in objects:
         name = obj["metadata"]["name"]

@@ -9,7 +9,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -187,7 +187,7 @@ async def request_json(
         raise ProviderError("bad_response", f"{provider} answered with invalid JSON") from None
 
 
-async def iter_bytes(provider: str, response: httpx.Response) -> AsyncIterator[bytes]:
+async def iter_bytes(provider: str, response: httpx.Response) -> AsyncGenerator[bytes, None]:
     try:
         async for chunk in response.aiter_bytes():
             if chunk:
@@ -200,7 +200,7 @@ async def iter_bytes(provider: str, response: httpx.Response) -> AsyncIterator[b
 
 async def iter_pcm(
     provider: str, response: httpx.Response, native_rate: int, rate: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """A PCM body at native_rate, as whole 16-bit samples at rate."""
     resampler = PcmResampler(native_rate, rate)
     async with contextlib.aclosing(iter_bytes(provider, response)) as chunks:
@@ -211,7 +211,7 @@ async def iter_pcm(
         yield tail
 
 
-async def iter_lines(provider: str, response: httpx.Response) -> AsyncIterator[str]:
+async def iter_lines(provider: str, response: httpx.Response) -> AsyncGenerator[str, None]:
     try:
         async for line in response.aiter_lines():
             yield line

@@ -1,5 +1,6 @@
-"""Conversation history for /chat: bounded in turns per session, in sessions (least
-recently used go first) and in time (idle sessions expire)."""
+"""Conversation history, for the LLM engine's /chat and the gateway's turns: bounded in
+turns per session, in sessions (least recently used go first) and in time (idle sessions
+expire)."""
 
 from __future__ import annotations
 
