@@ -74,9 +74,9 @@ def test_llm_sixteen_clients(llm_llamacpp: EngineProcess) -> None:
 
 def _tts_app(**limits: object):  # type: ignore[no-untyped-def]
     from voice_engines.tts.app import create_app
-    from voice_engines.tts.settings import TtsSettings
+    from voice_engines.tts.settings import TtsEngineSettings
 
-    return create_app(TtsSettings(tts_voice_path=piper_voice(), **limits))
+    return create_app(TtsEngineSettings(tts_voice_path=piper_voice(), **limits))
 
 
 LONG_TEXT = "This request keeps the only worker busy for a little while. " * 6

@@ -13,9 +13,9 @@ from voice_contracts.fetch import PERMANENT_EXIT_CODES, ExitCode, Reason, exit_c
 from voice_contracts.layout import version_path
 from voice_contracts.routes import parse_routes
 from voice_engines.gateway.settings import GatewaySettings
-from voice_engines.llm.settings import LlmSettings
-from voice_engines.stt.settings import SttSettings
-from voice_engines.tts.settings import TtsSettings
+from voice_engines.llm.settings import LlmEngineSettings
+from voice_engines.stt.settings import SttEngineSettings
+from voice_engines.tts.settings import TtsEngineSettings
 from voice_fetch.manifest import FileRecord
 from voice_fetch.report import DownloadState, status_patch
 from voice_operator.api.modelasset import ModelAssetSpec, ModelAssetStatus
@@ -86,7 +86,7 @@ def test_the_gateway_reads_the_routes_the_operator_writes() -> None:
 
 @pytest.mark.parametrize(
     ("component", "settings_class"),
-    [("stt", SttSettings), ("llm", LlmSettings), ("tts", TtsSettings)],
+    [("stt", SttEngineSettings), ("llm", LlmEngineSettings), ("tts", TtsEngineSettings)],
 )
 def test_each_engine_reads_the_environment_the_operator_renders(
     component: str, settings_class: type, monkeypatch: pytest.MonkeyPatch

@@ -6,7 +6,6 @@ benchmark."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from voice_contracts.routes import Routes
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_WAV = REPO / "examples" / "question.wav"
@@ -156,9 +157,10 @@ def internal_route(url: str, revision: str, model: str, settings: dict[str, Any]
 
 
 def write_routes(path: Path, document: dict[str, Any]) -> None:
-    """Atomically, as kubelet swaps a ConfigMap: the gateway never reads half a file."""
+    """Atomically, as kubelet swaps a ConfigMap: the gateway never reads half a file. The
+    document goes through the routes contract first, as the operator's does."""
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(json.dumps(document, indent=2, sort_keys=True))
+    staging.write_text(Routes.model_validate(document).text())
     staging.replace(path)
 
 

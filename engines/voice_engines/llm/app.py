@@ -21,13 +21,13 @@ from voice_engines.common.sessions import SessionStore
 from voice_engines.llm.backends import ChatBackend, Completion, GenerationParams, load_backend
 from voice_engines.llm.backends.base import Delta, Message
 from voice_engines.llm.schemas import ChatCompletionRequest, ChatRequest, GenerateRequest
-from voice_engines.llm.settings import LlmSettings
+from voice_engines.llm.settings import LlmEngineSettings
 
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 class LlmEngine:
-    def __init__(self, settings: LlmSettings, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: LlmEngineSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.backend: ChatBackend | None = None
         self.requests = RequestMetrics(registry, "llm_generation", "Generation")
@@ -289,8 +289,8 @@ async def models(engine: Engine) -> JSONResponse:
     )
 
 
-def create_app(settings: LlmSettings | None = None) -> FastAPI:
-    settings = settings or LlmSettings()
+def create_app(settings: LlmEngineSettings | None = None) -> FastAPI:
+    settings = settings or LlmEngineSettings()
     registry = CollectorRegistry()
     engine = LlmEngine(settings, registry)
     app = build_engine_app(

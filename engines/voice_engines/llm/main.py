@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from voice_engines.common.server import serve
 from voice_engines.llm.app import create_app
-from voice_engines.llm.settings import LlmSettings
+from voice_engines.llm.settings import LlmEngineSettings
 
 
 def main() -> None:
-    settings = LlmSettings()
+    settings = LlmEngineSettings()
     serve(create_app(settings), settings)
 
 

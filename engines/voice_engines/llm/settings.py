@@ -10,9 +10,9 @@ from voice_contracts.env import DEFAULT_SYSTEM_PROMPT, LlmEnv
 from voice_engines.common.settings import EngineSettings
 
 
-class LlmSettings(LlmEnv, EngineSettings):
+class LlmEngineSettings(LlmEnv, EngineSettings):
     @model_validator(mode="after")
-    def _limit_within_context(self) -> LlmSettings:
+    def _limit_within_context(self) -> LlmEngineSettings:
         if self.llm_max_tokens_limit is None:
             self.llm_max_tokens_limit = self.llm_context
         if self.llm_max_tokens > self.llm_max_tokens_limit:

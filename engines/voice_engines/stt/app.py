@@ -17,7 +17,7 @@ from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
 from voice_engines.stt.backends import SpeechToText, Transcript, load_backend
 from voice_engines.stt.backends.base import SAMPLE_RATE
-from voice_engines.stt.settings import SttSettings
+from voice_engines.stt.settings import SttEngineSettings
 
 TemperatureForm = Annotated[float | None, Form(ge=0.0, le=1.0)]
 AUDIO_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -28,7 +28,7 @@ _WARM_UP_AUDIO = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).
 class SttEngine:
     """The loaded backend and what a request needs around it."""
 
-    def __init__(self, settings: SttSettings, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: SttEngineSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.backend: SpeechToText | None = None
         self.requests = RequestMetrics(registry, "stt_transcription", "Transcription")
@@ -197,8 +197,8 @@ async def models(engine: Engine) -> JSONResponse:
     )
 
 
-def create_app(settings: SttSettings | None = None) -> FastAPI:
-    settings = settings or SttSettings()
+def create_app(settings: SttEngineSettings | None = None) -> FastAPI:
+    settings = settings or SttEngineSettings()
     registry = CollectorRegistry()
     engine = SttEngine(settings, registry)
     app = build_engine_app(

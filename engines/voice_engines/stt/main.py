@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from voice_engines.common.server import serve
 from voice_engines.stt.app import create_app
-from voice_engines.stt.settings import SttSettings
+from voice_engines.stt.settings import SttEngineSettings
 
 
 def main() -> None:
-    settings = SttSettings()
+    settings = SttEngineSettings()
     serve(create_app(settings), settings)
 
 

@@ -8,7 +8,7 @@ from voice_contracts.env import SttEnv
 from voice_engines.common.settings import EngineSettings
 
 
-class SttSettings(SttEnv, EngineSettings):
+class SttEngineSettings(SttEnv, EngineSettings):
     @property
     def model_path(self) -> Path:
         return Path(self.stt_model_path)

@@ -18,7 +18,7 @@ from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_he
 from voice_engines.common.errors import ApiError
 from voice_engines.common.metrics import RequestMetrics, histogram
 from voice_engines.tts.backends.piper import PiperBackend
-from voice_engines.tts.settings import TtsSettings
+from voice_engines.tts.settings import TtsEngineSettings
 
 TEXT_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8000)
 AudioFormat = Literal["wav", "pcm", "flac"]
@@ -54,7 +54,7 @@ class SpeechRequest(BaseModel):
 
 
 class TtsEngine:
-    def __init__(self, settings: TtsSettings, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: TtsEngineSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.voice: PiperBackend | None = None
         self.requests = RequestMetrics(registry, "tts_synthesis", "Synthesis")
@@ -227,8 +227,8 @@ async def models(request: Request, engine: Engine) -> JSONResponse:
     )
 
 
-def create_app(settings: TtsSettings | None = None) -> FastAPI:
-    settings = settings or TtsSettings()
+def create_app(settings: TtsEngineSettings | None = None) -> FastAPI:
+    settings = settings or TtsEngineSettings()
     registry = CollectorRegistry()
     engine = TtsEngine(settings, registry)
     app = build_engine_app(

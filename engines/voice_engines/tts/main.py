@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from voice_engines.common.server import serve
 from voice_engines.tts.app import create_app
-from voice_engines.tts.settings import TtsSettings
+from voice_engines.tts.settings import TtsEngineSettings
 
 
 def main() -> None:
-    settings = TtsSettings()
+    settings = TtsEngineSettings()
     serve(create_app(settings), settings)
 
 

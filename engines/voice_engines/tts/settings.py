@@ -8,7 +8,7 @@ from voice_contracts.env import TtsEnv
 from voice_engines.common.settings import EngineSettings
 
 
-class TtsSettings(TtsEnv, EngineSettings):
+class TtsEngineSettings(TtsEnv, EngineSettings):
     @property
     def voice_path(self) -> Path:
         return Path(self.tts_voice_path)

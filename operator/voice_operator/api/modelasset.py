@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 
 from voice_contracts.fetch import DownloadStatus, FileStatus
 from voice_operator.api.common import (
-    DNS_1035_LABEL,
     DNS_SUBDOMAIN,
     ApiModel,
     Condition,
@@ -303,13 +302,3 @@ class ModelAssetStatus(StatusModel):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation this status is about."
     )
-
-
-class ModelAsset(ApiModel):
-    """The whole resource as the handlers see it."""
-
-    model_config = {"extra": "ignore"}
-
-    name: str = Field(max_length=MAX_NAME_LENGTH, pattern=DNS_1035_LABEL)
-    namespace: str
-    spec: ModelAssetSpec

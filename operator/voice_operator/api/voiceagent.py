@@ -81,7 +81,7 @@ class TtsExternal(ExternalBase):
     voice: str | None = Field(default=None, description="The vendor's voice id.", max_length=255)
 
 
-class SttSettings(ApiModel):
+class SttSpecSettings(ApiModel):
     """whisper.cpp / faster-whisper settings."""
 
     threads: int = Field(default=2, ge=1, le=64, description="Inference threads per request.")
@@ -94,7 +94,7 @@ class SttSettings(ApiModel):
     )
 
 
-class LlmSettings(ApiModel):
+class LlmSpecSettings(ApiModel):
     """LLM generation settings."""
 
     max_tokens: int = Field(default=256, ge=1, le=8192, description="Reply length cap.")
@@ -107,7 +107,7 @@ class LlmSettings(ApiModel):
     )
 
 
-class TtsSettings(ApiModel):
+class TtsSpecSettings(ApiModel):
     """Piper settings."""
 
     speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Speaking rate (1 = voice's).")
@@ -169,7 +169,9 @@ class ComponentBase(ApiModel):
 class SttComponent(ComponentBase):
     """Speech to text."""
 
-    settings: SttSettings = Field(default_factory=SttSettings, description="Engine settings.")
+    settings: SttSpecSettings = Field(
+        default_factory=SttSpecSettings, description="Engine settings."
+    )
     external: SttExternal | None = Field(default=None, description="Vendor settings (external).")
     fallback: SttExternal | None = Field(
         default=None,
@@ -183,7 +185,9 @@ class SttComponent(ComponentBase):
 class LlmComponent(ComponentBase):
     """The language model."""
 
-    settings: LlmSettings = Field(default_factory=LlmSettings, description="Engine settings.")
+    settings: LlmSpecSettings = Field(
+        default_factory=LlmSpecSettings, description="Engine settings."
+    )
     external: LlmExternal | None = Field(default=None, description="Vendor settings (external).")
     fallback: LlmExternal | None = Field(
         default=None,
@@ -197,7 +201,9 @@ class LlmComponent(ComponentBase):
 class TtsComponent(ComponentBase):
     """Text to speech."""
 
-    settings: TtsSettings = Field(default_factory=TtsSettings, description="Engine settings.")
+    settings: TtsSpecSettings = Field(
+        default_factory=TtsSpecSettings, description="Engine settings."
+    )
     external: TtsExternal | None = Field(default=None, description="Vendor settings (external).")
     fallback: TtsExternal | None = Field(
         default=None,

@@ -254,6 +254,9 @@ def _finish(
     claim: str | None,
 ) -> Plan:
     gen = obs.generation
+    plan.reasons.append(f"spec.version: {outcome.phase} ({outcome.reason}): {outcome.message}")
+    if pruned:
+        plan.reasons.append(f"pruned versions {', '.join(pruned)}")
     conditions: list[Condition] = status.conditions
     ready = outcome.phase == "Ready"
     conditions = set_condition(

@@ -21,9 +21,9 @@ from voice_contracts.layout import (
 from voice_operator.api.voiceagent import (
     ComponentName,
     ComponentRevision,
-    LlmSettings,
-    SttSettings,
-    TtsSettings,
+    LlmSpecSettings,
+    SttSpecSettings,
+    TtsSpecSettings,
     VoiceAgentSpec,
 )
 from voice_operator.hashing import revision_hash
@@ -104,7 +104,7 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
     """The engine's settings, in the environment variables the engines read."""
     path = rev.model_path or ""
     if component == "stt":
-        stt = SttSettings.model_validate(rev.settings)
+        stt = SttSpecSettings.model_validate(rev.settings)
         return env_vars(
             SttEnv(
                 port=PORT,
@@ -118,14 +118,14 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
             **_PROCESS_ENV,
         )
     if component == "tts":
-        tts = TtsSettings.model_validate(rev.settings)
+        tts = TtsSpecSettings.model_validate(rev.settings)
         return env_vars(
             TtsEnv(
                 port=PORT, tts_voice_path=path, tts_voice_name=rev.model or "", tts_speed=tts.speed
             ),
             **_PROCESS_ENV,
         )
-    llm = LlmSettings.model_validate(rev.settings)
+    llm = LlmSpecSettings.model_validate(rev.settings)
     if rev.model_format == "ollama":
         env = LlmEnv(
             port=PORT,
@@ -244,19 +244,19 @@ _ROUTE = {"stt": wire.SttRoute, "llm": wire.LlmRoute, "tts": wire.TtsRoute}
 def _route_settings(component: str, settings: dict[str, Any]) -> wire.RouteSettings:
     """The stage's settings as the routes file carries them."""
     if component == "stt":
-        stt = SttSettings.model_validate(settings)
+        stt = SttSpecSettings.model_validate(settings)
         return wire.SttRouteSettings(
             temperature=stt.temperature, language=stt.language, threads=stt.threads
         )
     if component == "llm":
-        llm = LlmSettings.model_validate(settings)
+        llm = LlmSpecSettings.model_validate(settings)
         return wire.LlmRouteSettings(
             max_tokens=llm.max_tokens,
             temperature=llm.temperature,
             system_prompt=llm.system_prompt,
             context_size=llm.context_size,
         )
-    return wire.TtsRouteSettings(speed=TtsSettings.model_validate(settings).speed)
+    return wire.TtsRouteSettings(speed=TtsSpecSettings.model_validate(settings).speed)
 
 
 def _vendor(

@@ -4,12 +4,12 @@ a stream of deltas."""
 from __future__ import annotations
 
 from voice_engines.llm.backends.base import ChatBackend, Completion, Delta, GenerationParams
-from voice_engines.llm.settings import LlmSettings
+from voice_engines.llm.settings import LlmEngineSettings
 
 __all__ = ["ChatBackend", "Completion", "Delta", "GenerationParams", "load_backend"]
 
 
-def load_backend(settings: LlmSettings) -> ChatBackend:
+def load_backend(settings: LlmEngineSettings) -> ChatBackend:
     if settings.llm_backend == "llamacpp":
         from voice_engines.llm.backends.llamacpp import LlamaCppBackend
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from voice_engines.common.errors import ApiError
 from voice_engines.llm.backends.base import Completion, Delta, GenerationParams, Message
-from voice_engines.llm.settings import LlmSettings
+from voice_engines.llm.settings import LlmEngineSettings
 
 
 def _context_error(exc: ValueError) -> ApiError:
@@ -17,7 +17,7 @@ def _context_error(exc: ValueError) -> ApiError:
 
 
 class LlamaCppBackend:
-    def __init__(self, settings: LlmSettings) -> None:
+    def __init__(self, settings: LlmEngineSettings) -> None:
         from llama_cpp import Llama
 
         path = settings.model_path

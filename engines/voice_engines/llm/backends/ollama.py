@@ -7,11 +7,11 @@ from typing import Any
 
 from voice_engines.common.errors import ApiError
 from voice_engines.llm.backends.base import Completion, Delta, GenerationParams, Message
-from voice_engines.llm.settings import LlmSettings
+from voice_engines.llm.settings import LlmEngineSettings
 
 
 class OllamaBackend:
-    def __init__(self, settings: LlmSettings) -> None:
+    def __init__(self, settings: LlmEngineSettings) -> None:
         import ollama
 
         self._ollama = ollama

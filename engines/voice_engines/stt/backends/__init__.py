@@ -4,12 +4,12 @@ executor's worker threads."""
 from __future__ import annotations
 
 from voice_engines.stt.backends.base import Segment, SpeechToText, Transcript
-from voice_engines.stt.settings import SttSettings
+from voice_engines.stt.settings import SttEngineSettings
 
 __all__ = ["Segment", "SpeechToText", "Transcript", "load_backend"]
 
 
-def load_backend(settings: SttSettings) -> SpeechToText:
+def load_backend(settings: SttEngineSettings) -> SpeechToText:
     if settings.stt_backend == "whispercpp":
         from voice_engines.stt.backends.whispercpp import WhisperCppBackend
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from voice_engines.stt.backends.base import SAMPLE_RATE, Segment, Transcript
-from voice_engines.stt.settings import SttSettings
+from voice_engines.stt.settings import SttEngineSettings
 
 
 class FasterWhisperBackend:
-    def __init__(self, settings: SttSettings) -> None:
+    def __init__(self, settings: SttEngineSettings) -> None:
         from faster_whisper import WhisperModel
 
         path = settings.model_path

@@ -10,7 +10,7 @@ import numpy as np
 
 from voice_engines.convert.ct2_to_ggml import GGML_MAGIC
 from voice_engines.stt.backends.base import SAMPLE_RATE, Segment, Transcript
-from voice_engines.stt.settings import SttSettings
+from voice_engines.stt.settings import SttEngineSettings
 
 # whisper.cpp's own test: multilingual vocabularies have 51865 tokens or more.
 MULTILINGUAL_VOCAB = 51865
@@ -26,7 +26,7 @@ def ggml_vocab_size(path: Path) -> int:
 
 
 class WhisperCppBackend:
-    def __init__(self, settings: SttSettings) -> None:
+    def __init__(self, settings: SttEngineSettings) -> None:
         from pywhispercpp.model import Model
 
         path = settings.model_path
