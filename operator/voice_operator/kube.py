@@ -7,6 +7,7 @@ API discovery (which would need a writable cache folder and a round trip at star
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -17,6 +18,8 @@ from typing import Any
 from kubernetes import client, config
 
 from voice_operator import API_VERSION, FIELD_MANAGER
+from voice_operator.cache import SERVED, Caches
+from voice_operator.hashing import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,51 @@ def load_api_client() -> client.ApiClient:
     return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
-class Kube:
-    """Thread-safe: the operator calls it from worker threads."""
+# The hash of what the operator last applied to an object: equal, and the object still
+# holds every field of it, means there is nothing to write.
+ANNOTATION_INTENT = "voiceops.dev/applied"
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+
+def covers(live: Any, desired: Any) -> bool:
+    """Whether `live` holds every field of `desired` with its value (the apiserver adds
+    defaults and status, which do not count; lists must match item by item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            v is None or (k in live and covers(live[k], v)) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(covers(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return live is desired
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(live) == float(desired)
+    return bool(live == desired)
+
+
+def with_intent(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` carrying the hash of itself in ANNOTATION_INTENT."""
+    out = copy.deepcopy(obj)
+    annotations = out["metadata"].setdefault("annotations", {}) or {}
+    annotations.pop(ANNOTATION_INTENT, None)
+    out["metadata"]["annotations"] = {**annotations, ANNOTATION_INTENT: short_hash(out, 16)}
+    return out
+
+
+class Kube:
+    """Thread-safe: the operator calls it from worker threads. With caches, reads of the
+    kinds they hold come from memory, and an apply that would change nothing is skipped."""
+
+    def __init__(
+        self, api_client: client.ApiClient | None = None, cache: Caches | None = None
+    ) -> None:
         self.api = api_client or load_api_client()
+        self.cache = cache
+        self.applied = 0
+        self.unchanged = 0
 
     def _call(
         self,
@@ -118,6 +161,12 @@ class Kube:
         return decoded
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        if self.cache and namespace and kind in SERVED:
+            return self.cache.get(kind, name, namespace)
+        return self.read(kind, name, namespace)
+
+    def read(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """A GET from the apiserver, whatever the caches hold."""
         try:
             return self._call("GET", RESOURCES[kind].path(namespace, name))
         except KubeError as e:
@@ -128,6 +177,8 @@ class Kube:
     def list(
         self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None
     ) -> list[dict]:
+        if self.cache and namespace and kind in SERVED:
+            return self.cache.list(kind, namespace, labels)
         query = []
         if labels:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
@@ -140,16 +191,32 @@ class Kube:
         return items
 
     def apply(self, obj: dict) -> dict:
-        """Server-side apply: we own the fields we set and nothing else."""
+        """Server-side apply: we own the fields we set and nothing else. Skipped when the
+        object already is what we applied last and still holds it."""
+        obj = with_intent(obj)
         kind, meta = obj["kind"], obj["metadata"]
+        live = self.get(kind, meta["name"], meta.get("namespace"))
+        if (
+            live is not None
+            and (live["metadata"].get("annotations") or {}).get(ANNOTATION_INTENT)
+            == meta["annotations"][ANNOTATION_INTENT]
+            and covers(live, obj)
+        ):
+            self.unchanged += 1
+            return live
+        self.applied += 1
         path = RESOURCES[kind].path(meta.get("namespace"), meta["name"])
-        return self._call(
+        result: dict = self._call(
             "PATCH",
             path,
             body=obj,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
+        if self.cache is not None and kind in SERVED:
+            result.setdefault("kind", kind)
+            self.cache.remember(result)
+        return result
 
     def delete(
         self, kind: str, name: str, namespace: str | None = None, propagation: str = "Background"
@@ -167,6 +234,22 @@ class Kube:
                 return False
             raise
 
+    def patch(self, kind: str, name: str, namespace: str, patch: dict) -> dict | None:
+        """A JSON merge patch of the object itself (None if it is gone); a resourceVersion
+        in the patch makes it fail with 409 if the object changed meanwhile."""
+        try:
+            return self._call(
+                "PATCH",
+                RESOURCES[kind].path(namespace, name),
+                body=patch,
+                query=[("fieldManager", FIELD_MANAGER)],
+                content_type="application/merge-patch+json",
+            )
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def patch_status(self, kind: str, name: str, namespace: str, patch: dict) -> dict | None:
         """A JSON merge patch of the status subresource (None if the object is gone)."""
         try:
@@ -174,6 +257,7 @@ class Kube:
                 "PATCH",
                 RESOURCES[kind].path(namespace, name, "status"),
                 body=patch,
+                query=[("fieldManager", FIELD_MANAGER)],
                 content_type="application/merge-patch+json",
             )
         except KubeError as e:
@@ -207,6 +291,11 @@ class Kube:
             "count": 1,
         }
         try:
-            self._call("POST", RESOURCES["Event"].path(meta["namespace"]), body=body)
+            self._call(
+                "POST",
+                RESOURCES["Event"].path(meta["namespace"]),
+                body=body,
+                query=[("fieldManager", FIELD_MANAGER)],
+            )
         except KubeError as e:  # an Event is worth less than the reconcile that made it
             log.warning("could not record event %s on %s: %s", reason, meta["name"], e)

@@ -313,6 +313,10 @@ class AssetObservation:
     jobs: list[JobState]
     versions_in_use: frozenset[str]  # versions some VoiceAgent serves or rolls out to
     now: datetime.datetime
+    users: tuple[str, ...] = ()  # agents that name it or serve from it
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    resource_version: str = ""
 
 
 def observe_asset(
@@ -324,6 +328,8 @@ def observe_asset(
     jobs: list[dict[str, Any]],
     versions_in_use: frozenset[str],
     now: datetime.datetime,
+    users: tuple[str, ...] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> AssetObservation:
     """The typed observation of one ModelAsset from what the controller read."""
     try:
@@ -338,4 +344,8 @@ def observe_asset(
         jobs=[job_state(j) for j in jobs],
         versions_in_use=versions_in_use,
         now=now,
+        users=users,
+        deleting=bool((metadata or {}).get("deletionTimestamp")),
+        finalizers=tuple((metadata or {}).get("finalizers") or ()),
+        resource_version=(metadata or {}).get("resourceVersion", ""),
     )

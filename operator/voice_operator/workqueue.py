@@ -33,6 +33,11 @@ class Key:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
+class Retry(Exception):  # noqa: N818 (it says what the queue does with it)
+    """A reconcile that failed in a way it has already reported (a condition, an Event):
+    retried with backoff like any failure, logged in one line, without a traceback."""
+
+
 Reconcile = Callable[[Key], Awaitable[float | None]]
 """Reconcile one key; return seconds after which to run it again, or None."""
 
@@ -60,7 +65,11 @@ class WorkQueue:
         self.reconciles = 0
         self.errors = 0
 
-    def add(self, key: Key, after: float = 0.0) -> None:
+    def add(self, key: Key, after: float = 0.0, *, resync: bool = False) -> None:
+        """Run `key` in `after` seconds (or sooner if already due sooner). A resync leaves a
+        key that is backing off after failures alone: only a real change retries it early."""
+        if resync and key in self._failures:
+            return
         due = time.monotonic() + after
         if key in self._active:
             self._dirty[key] = min(due, self._dirty.get(key, due))
@@ -102,13 +111,25 @@ class WorkQueue:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 self.errors += 1
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 again = min(self._max_backoff, self._base_backoff * 2 ** (failures - 1))
-                log.exception(
-                    "reconcile of %s failed (attempt %d); retrying in %.0fs", key, failures, again
-                )
+                if isinstance(error, Retry):
+                    log.warning(
+                        "reconcile of %s: %s (attempt %d); retrying in %.0fs",
+                        key,
+                        error,
+                        failures,
+                        again,
+                    )
+                else:
+                    log.exception(
+                        "reconcile of %s failed (attempt %d); retrying in %.0fs",
+                        key,
+                        failures,
+                        again,
+                    )
             finally:
                 self.reconciles += 1
                 self._active.discard(key)

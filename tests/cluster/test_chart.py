@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -203,3 +204,37 @@ def test_the_chart_grants_exactly_what_the_operator_uses(cluster: Cluster, reque
         by_resource[f"{group}/{resource}"].append(verb)
     assert not by_resource, f"granted but never used: {dict(by_resource)}"
     assert used <= granted
+
+
+@pytest.mark.after_the_tier
+def test_the_operator_watches_only_its_own_objects_and_never_lists_secret_values(
+    cluster: Cluster, request
+):
+    """From the audit log of the whole tier: every list and watch of the kinds the
+    operator creates asks the apiserver for our label only, and every list of Secrets is
+    answered with metadata (names), never data."""
+    ran = {item.module.__name__.rsplit(".", 1)[-1] for item in request.session.items}
+    if not {"test_modelasset", "test_voiceagent", "test_rollout"} <= ran:
+        pytest.skip("needs the whole cluster tier in the same run")
+    if cluster.audit_log is None:
+        pytest.skip("the apiserver's audit log belongs to the test ground")
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+    selected = {"pods", "deployments", "services", "configmaps", "jobs"}
+    reads: dict[str, int] = defaultdict(int)
+    for line in cluster.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if event["user"]["username"] != user or event["verb"] not in ("list", "watch"):
+            continue
+        resource = ref.get("resource", "")
+        reads[f"{event['verb']} {resource}"] += 1
+        if resource in selected:
+            query = parse_qs(urlsplit(event["requestURI"]).query)
+            assert query.get("labelSelector") == ["app.kubernetes.io/managed-by=voice-operator"], (
+                event["requestURI"]
+            )
+        if resource == "secrets" and event["verb"] == "list":
+            answer = event.get("responseObject") or {}
+            assert answer.get("kind") == "PartialObjectMetadataList", event["requestURI"]
+            assert all("data" not in item for item in answer.get("items") or [])
+    assert reads["watch pods"] and reads["list secrets"], dict(reads)

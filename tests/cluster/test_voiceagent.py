@@ -355,3 +355,40 @@ def test_wrong_asset_and_missing_secret_degrade_and_heal(
     obj = wait_condition(kube, namespace, "Degraded", "False")
     assert obj["status"]["components"]["tts"]["serving"] == "external elevenlabs"
     wait_condition(kube, namespace, "Ready", "True")
+
+
+@pytest.mark.usefixtures("assets")
+def test_a_child_the_apiserver_refuses_makes_the_agent_degraded_until_it_can_be_applied(
+    cluster: Cluster, kube: Kube, namespace: str, caplog: pytest.LogCaptureFixture
+):
+    # Room for two Services: the third the agent needs is refused, as when a cluster's
+    # Service range is exhausted.
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "services", "namespace": namespace},
+            "spec": {"hard": {"services": "2"}},
+        }
+    )
+    cluster.apply(agent_manifest(namespace))
+    obj = wait_condition(kube, namespace, "Degraded", "True", "ApplyFailed")
+    degraded = condition(obj, "Degraded")
+    assert degraded["message"].startswith("Service support-")
+    assert "exceeded quota" in degraded["message"]
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    warnings = [e for e in events if e["reason"] == "ApplyFailed"]
+    assert warnings, "no ApplyFailed Event"
+    assert all(e["type"] == "Warning" for e in warnings)
+    assert all(e["involvedObject"]["name"] == "support" for e in warnings)
+
+    cluster.kubectl("delete", "resourcequota", "services", "-n", namespace)
+    # Retried with backoff, so within the longest backoff step plus a reconcile.
+    wait_condition(kube, namespace, "Ready", "True", timeout=120)
+    assert condition(agent(kube, namespace), "Degraded")["status"] == "False"
+    # Reported as a condition and an Event, so logged in one line, without a traceback.
+    lines = [r for r in caplog.records if "exceeded quota" in r.getMessage()]
+    assert lines
+    assert all(r.exc_info is None for r in lines)

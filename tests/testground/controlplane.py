@@ -61,12 +61,19 @@ KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedul
 # plane, chosen when the plane starts because the apiserver's certificate names its host end.
 NODE_LINKS = ipaddress.ip_network("10.213.0.0/16")
 # Every request a ServiceAccount makes, at Metadata level: the least-privilege tests compare
-# what the operator's identity used with what its chart grants.
+# what the operator's identity used with what its chart grants. Lists of Secrets with what
+# they answered, so a test can show the operator got names, never values.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
+        {
+            "level": "RequestResponse",
+            "userGroups": ["system:serviceaccounts"],
+            "verbs": ["list"],
+            "resources": [{"group": "", "resources": ["secrets"]}],
+        },
         {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
         {"level": "None"},
     ],

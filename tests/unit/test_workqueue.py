@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from voice_operator.workqueue import Key, WorkQueue
+from voice_operator.workqueue import Key, Retry, WorkQueue
 
 pytestmark = pytest.mark.unit
 A, B = Key("VoiceAgent", "ns", "a"), Key("VoiceAgent", "ns", "b")
@@ -121,3 +121,27 @@ async def test_an_earlier_add_wins_over_a_later_due_time():
         queue.add(A)  # an event: now, not in ten seconds
         await until(lambda: times)
     assert times[0] - start < 1
+
+
+async def test_a_resync_does_not_cut_a_backoff_short_but_a_change_does(
+    caplog: pytest.LogCaptureFixture,
+):
+    attempts: list[Key] = []
+
+    async def reconcile(key: Key) -> None:
+        attempts.append(key)
+        raise Retry("applying Service a-stt failed: 422 Invalid")
+
+    queue = WorkQueue(reconcile, workers=1, base_backoff=60.0)
+    queue.add(A)
+    async with running(queue):
+        await until(lambda: len(attempts) == 1)
+        queue.add(A, resync=True)
+        await asyncio.sleep(0.05)
+        assert len(attempts) == 1  # still backing off
+        queue.add(A)
+        await until(lambda: len(attempts) == 2)
+    # Reported already (a condition, an Event): one line each, no traceback.
+    lines = [r for r in caplog.records if "422 Invalid" in r.getMessage()]
+    assert lines
+    assert all(r.exc_info is None for r in lines)

@@ -1,5 +1,6 @@
 """The kopf handlers. Each one only turns a watch event into work-queue keys (see
-workqueue.py for why); the reconcilers do the rest."""
+workqueue.py for why); the reconcilers do the rest. kopf watches our two resources; the
+children and Secrets are watched by the caches (cache.py), filtered by the apiserver."""
 
 from __future__ import annotations
 
@@ -10,33 +11,59 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from kubernetes import client
 
-from voice_operator import FIELD_MANAGER, GROUP, VERSION
+from voice_operator import GROUP, VERSION
+from voice_operator.cache import Caches
 from voice_operator.controllers.modelasset import reconcile_model_asset
 from voice_operator.controllers.probes import ProbeRunner
 from voice_operator.controllers.voiceagent import reconcile_voice_agent
 from voice_operator.kube import Kube
 from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
 from voice_operator.observe import references
-from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET, LABEL_MANAGED_BY
+from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET
 from voice_operator.settings import OperatorSettings
 from voice_operator.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
-MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
+# Children whose changes wake the agent named in their labels.
+_AGENT_CHILDREN = frozenset({"Deployment", "Service", "ConfigMap", "Pod"})
 
 
 class Runtime:
-    """What the handlers share: settings, the API client, the queue and the known keys."""
+    """What the handlers share: settings, the API client and its caches, the queue and the
+    known keys."""
 
-    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+    def __init__(
+        self, settings: OperatorSettings, kube: Kube, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.settings = settings
         self.kube = kube
+        self.loop = loop
         self.queue = WorkQueue(self.reconcile, workers=settings.workers)
         self.known: set[Key] = set()
         self.probes = ProbeRunner(wake=self.queue.add)
+        self.probes.bind(loop)
         self.tasks: list[asyncio.Task[None]] = []
         self.in_flight: set[asyncio.Future[float | None]] = set()
+        # kopf's live view of agents_by_reference, kept from the first handler given it:
+        # the caches' threads wake agents through it too.
+        self.references: kopf.Index[Any, Key] | None = None
+
+    def child_changed(self, kind: str, namespace: str, obj: dict[str, Any]) -> None:
+        """A cached object changed (called from its cache's thread): wake its owner."""
+        labels = obj.get("metadata", {}).get("labels") or {}
+        name = obj.get("metadata", {}).get("name", "")
+        if kind == "Secret":
+            self.loop.call_soon_threadsafe(self._wake_secret_users, namespace, name)
+        elif kind == "Job" and (asset := labels.get(LABEL_ASSET)):
+            self.loop.call_soon_threadsafe(self.queue.add, Key("ModelAsset", namespace, asset))
+        elif kind in _AGENT_CHILDREN and (agent := labels.get(LABEL_AGENT)):
+            self.loop.call_soon_threadsafe(self.queue.add, Key("VoiceAgent", namespace, agent))
+
+    def _wake_secret_users(self, namespace: str, name: str) -> None:
+        if self.references is not None:
+            self.wake_referrers(self.references, ("Secret", namespace, name))
 
     async def reconcile(self, key: Key) -> float | None:
         reconciler: Callable[[Kube, OperatorSettings, Key], float | None] = (
@@ -75,7 +102,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             for key in list(self.known):
-                self.queue.add(key)
+                self.queue.add(key, resync=True)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -104,8 +131,10 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     # One line per watch event ("Handler ... succeeded") would drown what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    runtime = Runtime(OperatorSettings(), await asyncio.to_thread(Kube))
-    runtime.probes.bind(asyncio.get_running_loop())
+    kube = await asyncio.to_thread(Kube)
+    runtime = Runtime(OperatorSettings(), kube, asyncio.get_running_loop())
+    # The caches get their own connection pool: their watches hold connections open.
+    kube.cache = Caches(client.ApiClient(kube.api.configuration), runtime.child_changed)
     runtime.tasks = [
         asyncio.create_task(runtime.queue.run(), name="work-queue"),
         asyncio.create_task(runtime.resync(), name="resync"),
@@ -121,6 +150,8 @@ async def stop(memo: Any, **_: Any) -> None:
             task.cancel()
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
         await runtime.probes.stop()
+        if runtime.kube.cache is not None:
+            runtime.kube.cache.stop()
         # A reconcile half done in its thread finishes before the operator exits, so a
         # stop never leaves writes landing after it (they are idempotent either way).
         if runtime.in_flight:
@@ -161,9 +192,10 @@ def model_asset_event(
     if not (namespace and name):
         return
     runtime = _runtime(memo)
+    runtime.references = _references(kwargs)
     runtime.enqueue(Key("ModelAsset", namespace, name), deleted=_deleted(event))
     # Agents wait for their assets: wake the ones naming this asset.
-    runtime.wake_referrers(_references(kwargs), ("ModelAsset", namespace, name))
+    runtime.wake_referrers(runtime.references, ("ModelAsset", namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "voiceagents")
@@ -173,35 +205,14 @@ def voice_agent_event(
     name: str | None,
     spec: kopf.Spec,
     memo: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     if not (namespace and name):
         return
     runtime = _runtime(memo)
+    runtime.references = _references(kwargs)
     key = Key("VoiceAgent", namespace, name)
     runtime.enqueue(key, deleted=_deleted(event))
     # What an agent uses decides which asset versions may be pruned.
     for asset in references(dict(spec))[0]:
         runtime.queue.add(Key("ModelAsset", namespace, asset))
-
-
-@kopf.on.event("v1", "secrets")
-def secret_event(namespace: str | None, name: str | None, memo: Any, **kwargs: Any) -> None:
-    # Only which agents name this Secret matters here; its data is never looked at.
-    if namespace and name:
-        _runtime(memo).wake_referrers(_references(kwargs), ("Secret", namespace, name))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    if namespace and (asset := labels.get(LABEL_ASSET)):
-        _runtime(memo).queue.add(Key("ModelAsset", namespace, asset))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("v1", "services", labels=MANAGED)
-@kopf.on.event("v1", "configmaps", labels=MANAGED)
-@kopf.on.event("v1", "pods", labels=MANAGED)
-def agent_child_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    if namespace and (agent := labels.get(LABEL_AGENT)):
-        _runtime(memo).queue.add(Key("VoiceAgent", namespace, agent))

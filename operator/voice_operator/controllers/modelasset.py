@@ -8,14 +8,15 @@ from voice_operator.controllers.execute import execute
 from voice_operator.kube import Kube
 from voice_operator.observe import observe_asset
 from voice_operator.plan.modelasset import plan_model_asset
-from voice_operator.plan.usage import versions_in_use
+from voice_operator.plan.usage import agents_using, versions_in_use
 from voice_operator.render.meta import LABEL_ASSET, MANAGED, Owner
 from voice_operator.settings import OperatorSettings
 from voice_operator.workqueue import Key
 
 
 def reconcile_model_asset(kube: Kube, settings: OperatorSettings, key: Key) -> float | None:
-    asset = kube.get("ModelAsset", key.name, key.namespace)
+    # Fresh, not cached: the status this reconcile builds on must include the last write.
+    asset = kube.read("ModelAsset", key.name, key.namespace)
     if asset is None:
         return None  # deleted: the garbage collector removes what it owned
     meta = asset["metadata"]
@@ -29,6 +30,8 @@ def reconcile_model_asset(kube: Kube, settings: OperatorSettings, key: Key) -> f
         jobs=jobs,
         versions_in_use=versions_in_use(agents, key.name),
         now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        users=agents_using(agents, key.name),
+        metadata=meta,
     )
     plan = plan_model_asset(observation, settings)
     execute(kube, plan, asset)

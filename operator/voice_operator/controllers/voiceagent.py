@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def reconcile_voice_agent(
     kube: Kube, settings: OperatorSettings, key: Key, probes: ProbeRunner
 ) -> float | None:
-    agent = kube.get("VoiceAgent", key.name, key.namespace)
+    # Fresh, not cached: the status this reconcile builds on must include the last write.
+    agent = kube.read("VoiceAgent", key.name, key.namespace)
     if agent is None:
         return None  # deleted: the garbage collector removes its children
     meta, ns = agent["metadata"], key.namespace

@@ -3,12 +3,14 @@ Handlers only execute plans; plans are tested as tables, without a cluster."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from voice_operator.conditions import EventSpec
+from voice_operator.api.common import Condition
+from voice_operator.conditions import EventSpec, set_condition, transition_events
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Plan:
     events: list[EventSpec] = field(default_factory=list)
     requeue_after: float | None = None
     probes: list[ProbeRequest] = field(default_factory=list)
+    # Merge patch of the object itself (its finalizers), None = unchanged.
+    metadata_patch: dict[str, Any] | None = None
     # Why the plan is what it is, one line each: logged by the executor.
     reasons: list[str] = field(default_factory=list)
 
@@ -70,3 +74,26 @@ def _merge_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
             patch[key] = value
     patch.update({k: None for k in before if k not in after})
     return patch
+
+
+def apply_failure(
+    status: dict[str, Any],
+    generation: int | None,
+    child: str,
+    message: str,
+    now: datetime.datetime,
+) -> tuple[dict[str, Any] | None, list[EventSpec]]:
+    """The status patch and Events when the apiserver refused a child: Degraded, with the
+    child and the apiserver's own words; what serves keeps serving, so Ready is left as is.
+    An Event only when the condition changes, not at every retry."""
+    before = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    after = set_condition(
+        before, "Degraded", "True", "ApplyFailed", f"{child}: {message}", generation, now
+    )
+    wire = [c.wire() for c in after]
+    patch = status_patch({"conditions": status.get("conditions") or []}, {"conditions": wire})
+    events = transition_events(before, after)
+    if not events and patch:
+        # Same reason, another message (another child or apiserver answer): worth an Event.
+        events = [EventSpec("Warning", "ApplyFailed", f"{child}: {message}")]
+    return patch, events

@@ -189,6 +189,17 @@ def plan_model_asset(obs: AssetObservation, settings: OperatorSettings) -> Plan:
         )
     spec = obs.spec
     asset = Asset(obs.owner, spec)
+    if obs.deleting:
+        # Nothing new for an asset on its way out; what it has keeps serving meanwhile.
+        outcome = _Outcome(
+            "Ready" if status.current_version else "Pending",
+            "Deleting",
+            "deletion requested",
+            status.progress,
+        )
+        return _finish(
+            plan, obs, status, outcome, status.versions, status.current_version, [], None
+        )
     claim = desired_claim(asset)
     if claim:
         plan.apply.append(claim)
@@ -291,12 +302,15 @@ def _finish(
         gen,
         obs.now,
     )
+    conditions = set_condition(conditions, "InUse", *_in_use(obs), gen, obs.now)
+    _protect(plan, obs)
     new = ModelAssetStatus(
         phase=outcome.phase,
         conditions=conditions,
         current_version=current,
         versions=versions,
-        progress=outcome.progress,
+        # A failed download has no progress to show, however many bytes it had fetched.
+        progress=None if failed else outcome.progress,
         claim_name=claim or status.claim_name,
         observed_generation=gen,
     )
@@ -311,5 +325,43 @@ def _finish(
     if patch and pruned and "downloads" in before:
         patch["status"]["downloads"] = {v: None for v in pruned if v in before["downloads"]}
     plan.status_patch = patch
-    plan.events = transition_events(status.conditions, conditions) + outcome.events
+    plan.events = [
+        # Deleting an asset that serves is refused for now: that is worth a warning.
+        EventSpec("Warning", e.reason, e.message, e.transition)
+        if e.reason == "DeletionBlocked"
+        else e
+        for e in transition_events(status.conditions, conditions)
+    ] + outcome.events
     return plan
+
+
+# Kept on an asset while an agent names it or serves from it, so that deleting it waits
+# until nothing needs its volume (a pod restarting would find its model gone).
+IN_USE_FINALIZER = "voiceops.dev/in-use"
+
+
+def _in_use(obs: AssetObservation) -> tuple[Literal["True", "False"], str, str]:
+    if not obs.users:
+        return "False", "Unused", "no VoiceAgent names or serves this asset"
+    users = ", ".join(obs.users)
+    if obs.deleting:
+        return (
+            "True",
+            "DeletionBlocked",
+            f"deletion waits until no VoiceAgent uses it; used by {users}: point their "
+            "stages at another asset (or delete them) and it goes",
+        )
+    return "True", "InUse", f"used by VoiceAgent {users}"
+
+
+def _protect(plan: Plan, obs: AssetObservation) -> None:
+    """The in-use finalizer on while used, off once not (which lets a deletion finish)."""
+    has = IN_USE_FINALIZER in obs.finalizers
+    if bool(obs.users) == has or (obs.deleting and not has):
+        return
+    kept = [f for f in obs.finalizers if f != IN_USE_FINALIZER]
+    finalizers = [*kept, IN_USE_FINALIZER] if obs.users else kept
+    # With the resourceVersion, a finalizer someone else adds meanwhile is not lost (409).
+    plan.metadata_patch = {
+        "metadata": {"finalizers": finalizers, "resourceVersion": obs.resource_version}
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from voice_operator.api.voiceagent import COMPONENTS, VoiceAgentStatus
+from voice_operator.observe import references
 
 
 def versions_in_use(agents: list[dict[str, Any]], asset: str) -> frozenset[str]:
@@ -23,3 +24,14 @@ def versions_in_use(agents: list[dict[str, Any]], asset: str) -> frozenset[str]:
                 if rev and rev.model == asset and rev.model_version:
                     used.add(rev.model_version)
     return frozenset(used)
+
+
+def agents_using(agents: list[dict[str, Any]], asset: str) -> tuple[str, ...]:
+    """The agents that name the asset in their spec or serve (or may roll back to) one of
+    its versions: while there is one, the asset may not go."""
+    users = []
+    for agent in agents:
+        named = references(agent.get("spec") or {})[0]
+        if asset in named or versions_in_use([agent], asset):
+            users.append(agent["metadata"]["name"])
+    return tuple(sorted(users))

@@ -45,7 +45,10 @@ def source_hash(spec: ModelAssetSpec) -> str:
 
 
 def fetch_job_name(asset: Asset) -> str:
-    return f"{asset.name}-fetch-{source_hash(asset.spec)}"
+    """One Job per (files, volume size): a version that failed for want of space is
+    downloaded again once the volume is grown, as a changed spec would be."""
+    attempt = {"source": source_hash(asset.spec), "size": str(asset.spec.storage.size)}
+    return f"{asset.name}-fetch-{short_hash(attempt, 8)}"
 
 
 def fetch_identity_name(asset: Asset) -> str:

@@ -269,3 +269,54 @@ def test_no_change_no_patch():
     second = plan(spec(), {**first.status_patch["status"]}, [job()])
     assert second.status_patch is None
     assert second.events == []
+
+
+def _observed(s: dict, users: tuple[str, ...], **metadata) -> object:
+    return observe_asset(
+        owner=OWNER,
+        generation=3,
+        spec=s,
+        status={},
+        jobs=[],
+        versions_in_use=frozenset(),
+        now=NOW,
+        users=users,
+        metadata={"resourceVersion": "41", **metadata},
+    )
+
+
+def _condition(p, type_: str) -> dict:
+    return next(c for c in p.status_patch["status"]["conditions"] if c["type"] == type_)
+
+
+def test_an_asset_in_use_keeps_a_finalizer_and_says_who_uses_it():
+    p = plan_model_asset(_observed(spec(), ("support",), finalizers=["x/other"]), SETTINGS)
+    assert p.metadata_patch == {
+        "metadata": {"finalizers": ["x/other", "voiceops.dev/in-use"], "resourceVersion": "41"}
+    }
+    assert _condition(p, "InUse")["message"] == "used by VoiceAgent support"
+    p = plan_model_asset(_observed(spec(), (), finalizers=["voiceops.dev/in-use"]), SETTINGS)
+    assert p.metadata_patch == {"metadata": {"finalizers": [], "resourceVersion": "41"}}
+    assert _condition(p, "InUse")["status"] == "False"
+
+
+def test_deleting_an_asset_in_use_waits_and_warns_then_goes_once_unused():
+    deleting = {"deletionTimestamp": NOW.isoformat(), "finalizers": ["voiceops.dev/in-use"]}
+    p = plan_model_asset(_observed(spec(), ("support",), **deleting), SETTINGS)
+    assert p.metadata_patch is None  # the finalizer stays
+    assert p.apply == []  # nothing new for an asset on its way out
+    blocked = _condition(p, "InUse")
+    assert (blocked["status"], blocked["reason"]) == ("True", "DeletionBlocked")
+    assert "support" in blocked["message"]
+    assert [(e.type, e.reason) for e in p.events if e.reason == "DeletionBlocked"] == [
+        ("Warning", "DeletionBlocked")
+    ]
+    p = plan_model_asset(_observed(spec(), (), **deleting), SETTINGS)
+    assert p.metadata_patch == {"metadata": {"finalizers": [], "resourceVersion": "41"}}
+
+
+def test_growing_the_volume_downloads_a_version_again():
+    small = Asset(OWNER, ModelAssetSpec.model_validate(spec()))
+    grown = Asset(OWNER, ModelAssetSpec.model_validate({**spec(), "storage": {"size": "3Gi"}}))
+    assert fetch_job_name(small) != fetch_job_name(grown)
+    assert source_hash(small.spec) == source_hash(grown.spec)  # the same files, still v1

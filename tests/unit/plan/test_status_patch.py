@@ -3,9 +3,11 @@ at any depth (a merge patch merges nested objects)."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
-from voice_operator.plan import status_patch
+from voice_operator.plan import apply_failure, status_patch
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +34,28 @@ def test_a_field_cleared_deep_inside_is_sent_as_null():
             "gateway": None,
         }
     }
+
+
+def test_a_refused_child_makes_the_owner_degraded_once():
+    now = datetime.datetime(2026, 12, 2, 2, 0, tzinfo=datetime.UTC)
+    ready = {"type": "Ready", "status": "True", "reason": "Serving", "message": ""}
+    patch, events = apply_failure(
+        {"conditions": [ready]}, 3, "Service a-stt", "422 Invalid: spec.ports", now
+    )
+    assert patch is not None
+    conditions = {c["type"]: c for c in patch["status"]["conditions"]}
+    assert conditions["Ready"]["status"] == "True"  # what serves keeps serving
+    degraded = conditions["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
+    assert degraded["message"] == "Service a-stt: 422 Invalid: spec.ports"
+    assert [(e.type, e.reason) for e in events] == [("Warning", "ApplyFailed")]
+    # The same refusal again: nothing to write, nothing to tell.
+    again, events = apply_failure(
+        {"conditions": patch["status"]["conditions"]},
+        3,
+        "Service a-stt",
+        "422 Invalid: spec.ports",
+        now,
+    )
+    assert again is None
+    assert events == []
