@@ -16,13 +16,21 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from testground import Cluster, kwok_placement
-from testground.harness import REPO, ServedModel, condition, make_ready_asset, wait_for
+from testground.harness import (
+    REPO,
+    ServedModel,
+    asset_manifest,
+    condition,
+    make_ready_asset,
+    wait_for,
+)
 from testground.processes import Process, free_port
 
 from voice_operator.kube import Kube
@@ -272,6 +280,9 @@ def test_standby_replica_takes_over_a_rollout_when_the_active_one_is_killed(
     first.popen.wait(10)
     killed = time.monotonic()
     killed_rv = agent()["metadata"]["resourceVersion"]
+    # kopf's standby waits until the dead peer's last keep-alive is `lifetime` (60 s) old.
+    lastseen = max(op.peers().values(), key=lambda p: p["priority"])["lastseen"]
+    since_keepalive = (datetime.now(UTC) - datetime.fromisoformat(lastseen)).total_seconds()
 
     # The standby's first reconcile, and its first write to the agent (nobody else writes).
     reconciled = wait_for("the standby's first reconcile", second.reconciles, 120, poll=0.05)
@@ -284,10 +295,12 @@ def test_standby_replica_takes_over_a_rollout_when_the_active_one_is_killed(
     )
     first_write = time.monotonic() - killed
     log.warning(
-        "takeover after SIGKILL: first reconcile %.1f s, first status write %.1f s (%d reconciles)",
+        "takeover after SIGKILL: first reconcile %.1f s, first status write %.1f s "
+        "(%d reconciles; the killed replica's last keep-alive was %.1f s before the kill)",
         first_reconcile,
         first_write,
         reconciled,
+        since_keepalive,
     )
     assert second.logged("Resuming operations"), second.log_tail()
 
@@ -320,3 +333,123 @@ def test_standby_replica_takes_over_a_rollout_when_the_active_one_is_killed(
         ).stdout
     )["items"]
     assert sum(rs["spec"]["replicas"] for rs in replica_sets) == 1  # no orphaned pods
+
+    # A replacement replica stands by; the working one stopped gracefully (SIGTERM, as in a
+    # rolling update or a drain) hands over at once: it takes itself out of the peering.
+    known = set(op.peers())
+    third = op.process(tmp_path / "replica-c.log")
+    wait_for("replica c in the peering", lambda: set(op.peers()) - known, 30)
+    time.sleep(2)
+    assert third.reconciles() == 0, third.log_tail()
+    assert second.popen is not None
+    second.popen.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    wait_for("replica c's first reconcile", third.reconciles, 60, poll=0.05)
+    handover = time.monotonic() - stopped
+    assert second.popen.wait(30) == 0, second.log_tail()
+    log.warning("takeover after SIGTERM: first reconcile %.1f s", handover)
+
+
+@pytest.fixture
+def other_namespaces(cluster: Cluster, namespace: str) -> Iterator[list[str]]:
+    """Two more namespaces beside the test's: the operator's own and one it must not touch."""
+    names = [f"{namespace[:50]}-{suffix}" for suffix in ("op", "other")]
+    for name in names:
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "testground": "true",
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                    },
+                },
+            }
+        )
+        cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name)
+    yield names
+    for name in names:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def audited(cluster: Cluster, user: str) -> tuple[int, list[str]]:
+    """How many requests of `user` the apiserver's audit log has, and those RBAC refused."""
+    assert cluster.audit_log is not None
+    seen, refused = 0, []
+    for line in cluster.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event["user"]["username"] != user:
+            continue
+        seen += 1
+        if event.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid":
+            ref = event.get("objectRef", {})
+            refused.append(f"{event['verb']} {ref.get('resource')} in {ref.get('namespace', '-')}")
+    return seen, refused
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_namespaced_install_reconciles_its_namespace_only_with_a_role(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    other_namespaces: list[str],
+    model_server: dict[str, ServedModel],
+    chart_operators: list[ChartOperator],
+    tmp_path: Path,
+    replicas: int,
+):
+    """watchNamespaces=[ns1]: a Role and RoleBinding in ns1 (a KopfPeering there with two
+    replicas), nothing cluster-wide; an agent in ns1 becomes Ready, one elsewhere is left
+    alone, and no request of the operator is refused."""
+    home, elsewhere = other_namespaces
+    op = render_operator(
+        cluster, "voice-operator-ns", home, watchNamespaces=[namespace], replicaCount=replicas
+    )
+    kinds = {(o["kind"], o["metadata"].get("namespace")) for o in op.objects}
+    assert kinds == {
+        ("ServiceAccount", home),
+        ("Role", namespace),
+        ("RoleBinding", namespace),
+        *([("KopfPeering", namespace)] if replicas > 1 else []),
+    }
+    assert f"--namespace={namespace}" in op.args
+    chart_operators.append(op.install(tmp_path))
+    procs = [op.process(tmp_path / f"replica-{i}.log") for i in range(replicas)]
+    if replicas > 1:
+        wait_for("both replicas in the peering", lambda: len(op.peers()) == replicas, 30)
+
+    for ns in (namespace, elsewhere):
+        cluster.apply(
+            *(asset_manifest(ns, name, model_server) for name in ("whisper", "smollm", "joe"))
+        )
+        cluster.apply(agent_manifest(ns))
+    for name in ("whisper", "smollm", "joe"):
+        make_ready_asset(cluster, kube, namespace, name, model_server, tmp_path)
+
+    def ready() -> bool:
+        obj = kube.get("VoiceAgent", "support", namespace)
+        return condition(obj, "Ready").get("status") == "True"
+
+    wait_for("the agent in the watched namespace Ready", ready, 90)
+    time.sleep(3)  # what the operator would do elsewhere, it would have begun by now
+    for kind in ("VoiceAgent", "ModelAsset"):
+        for obj in kube.list(kind, elsewhere):
+            assert not obj.get("status"), obj
+    for kind in ("Deployment", "Service", "ConfigMap", "Job"):
+        mine = [o for o in kube.list(kind, elsewhere) if o["metadata"].get("labels")]
+        assert mine == [], [o["metadata"]["name"] for o in mine]
+    if replicas > 1:
+        assert sorted(p.reconciles() == 0 for p in procs) == [False, True]  # one works
+
+    user = f"system:serviceaccount:{home}:{op.service_account}"
+    if cluster.audit_log:
+        seen, refused = audited(cluster, user)
+        assert seen > 0 and refused == [], refused
+    for proc in procs:
+        assert proc.alive(), proc.log_tail()
+        denied = proc.logged(r"403|[Ff]orbidden|[Pp]ermission")
+        assert denied == [], denied
+        problems = [r for r in proc.log_records() if r.get("severity") in ("error", "raw")]
+        assert problems == [], problems
