@@ -322,19 +322,11 @@ def test_standby_replica_takes_over_a_rollout_when_the_active_one_is_killed(
         mine = [e for e in events(cluster, namespace, reason) if new in e["message"]]
         assert len(mine) == 1 and mine[0]["count"] == 1, (reason, mine)
     assert children(kube, namespace) == before
-    replica_sets = json.loads(
-        cluster.kubectl(
-            "get",
-            "replicasets",
-            "-n",
-            namespace,
-            "-l",
-            "app.kubernetes.io/component=stt",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
-    assert sum(rs["spec"]["replicas"] for rs in replica_sets) == 1  # no orphaned pods
+    stt_replicas = cluster.kubectl(
+        *("get", "replicasets", "-n", namespace, "-l", "app.kubernetes.io/component=stt"),
+        "-o=jsonpath={.items[*].spec.replicas}",
+    ).stdout.split()
+    assert sum(map(int, stt_replicas)) == 1  # no orphaned pods
 
     # A replacement replica stands by; the working one stopped gracefully (SIGTERM, as in a
     # rolling update or a drain) hands over at once: it takes itself out of the peering.
@@ -350,6 +342,9 @@ def test_standby_replica_takes_over_a_rollout_when_the_active_one_is_killed(
     handover = time.monotonic() - stopped
     assert second.popen.wait(30) == 0, second.log_tail()
     log.warning("takeover after SIGTERM: first reconcile %.1f s", handover)
+    if cluster.audit_log:
+        seen, refused = audited(cluster, f"system:serviceaccount:{namespace}:{op.service_account}")
+        assert seen > 0 and refused == [], refused
 
 
 @pytest.fixture
