@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -50,6 +52,17 @@ def serve_metrics(port: int, ready: threading.Event, addr: str = "0.0.0.0") -> W
     return server
 
 
+def seniority_priority(started: float | None = None) -> int:
+    """A kopf peering priority by start time: the replica that started first works, the
+    later ones stand by. kopf pauses every operator that sees a live peer of equal priority
+    (it has no leader election), so identical replicas must not share one; the older ones
+    rank higher, so a replica that starts (a rolling update, a reschedule) never preempts
+    the one at work. Negative, below `kopf run --dev` (666) and `kopf freeze` (100). The
+    random part breaks a tie between replicas started in the same millisecond."""
+    started_ms = int((time.time() if started is None else started) * 1000)
+    return -(started_ms * 1000 + random.randrange(1000))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The voice-agent operator.")
     parser.add_argument(
@@ -66,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         "--peering",
         default=None,
         help="kopf peering name for several replicas (default: standalone)",
+    )
+    parser.add_argument(
+        "--peering-priority",
+        type=int,
+        default=None,
+        help="this replica's kopf peering priority; the highest live one works "
+        "(default: by start time, the oldest replica first)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -96,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=seniority_priority() if args.peering_priority is None else args.peering_priority,
         liveness_endpoint=args.liveness,
         ready_flag=ready,
     )

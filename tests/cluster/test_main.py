@@ -20,7 +20,7 @@ from testground.harness import ServedModel, asset_manifest, operator_process, wa
 from testground.processes import free_port
 
 from voice_operator.kube import Kube
-from voice_operator.main import READINESS_PATH, metrics_app
+from voice_operator.main import READINESS_PATH, metrics_app, seniority_priority
 
 # Straight to 127.0.0.1, whatever proxy the environment names.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,6 +67,15 @@ def test_readyz_is_503_until_the_flag_is_raised_and_other_paths_are_metrics() ->
     status, body = call("/metrics")
     assert status == "200 OK"
     assert b"voice_operator_reconciles_total" in body
+
+
+@pytest.mark.unit
+def test_an_older_replica_has_the_higher_peering_priority_below_kopfs_own() -> None:
+    # kopf pauses every operator that sees a live peer of equal priority: identical
+    # replicas must each get their own, and the one already at work must rank highest.
+    older, newer = seniority_priority(1_800_000_000.0), seniority_priority(1_800_000_000.001)
+    assert older > newer
+    assert max(older, newer) < 100  # `kopf freeze` (100) and `kopf run --dev` (666) still win
 
 
 @pytest.mark.cluster
