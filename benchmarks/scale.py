@@ -38,6 +38,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import ssl
 import statistics
 import sys
@@ -233,13 +234,31 @@ class Watcher(threading.Thread):
         if self.ready and name not in self.ready_at and self.ready(obj):
             self.ready_at[name] = now
 
-    def wait(self, what: str, count: int, timeout: float, ready: bool = True) -> float:
-        """Until `count` objects are (ready | seen); returns the time the last one was."""
+    def wait(
+        self,
+        what: str,
+        count: int,
+        timeout: float,
+        ready: bool = True,
+        progress: Callable[[], str] = lambda: "",
+    ) -> float:
+        """Until `count` objects are (ready | seen); returns the time the last one was.
+        Every 30 s a line on stderr says how far it got."""
         seen = self.ready_at if ready else self.first_seen
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        report = start + 30
         while len(seen) < count:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > start + timeout:
                 raise TimeoutError(f"{what}: {len(seen)} of {count} after {timeout:.0f} s")
+            if now > report:
+                report += 30
+                print(
+                    f"  ... {what}: {len(seen)} of {count} after {now - start:.0f} s; "
+                    f"load {os.getloadavg()[0]:.1f}; {progress()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             time.sleep(0.1)
         return max(seen.values())
 
@@ -385,6 +404,7 @@ class Figures:
     floor_a_s: float = 0
     ground_floor_a: dict[str, float] = field(default_factory=dict)
     floor_b: dict[str, Any] = field(default_factory=dict)
+    load: tuple[float, float, float] = (0, 0, 0)  # the host's load average at the end
 
 
 class Bench:
@@ -393,6 +413,7 @@ class Bench:
         self.f = Figures(n)
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-"))
         self.ns = f"scale-{n}"
+        self.processes: list[Process] = []
 
     def run(self) -> Figures:
         os.environ["VOICE_OPERATOR_ENGINE_NODE_SELECTOR"] = json.dumps({"type": "kwok"})
@@ -421,7 +442,11 @@ class Bench:
             self.floor_a()
             self.floor_b()
         finally:
+            for process in self.processes:
+                process.stop()
             cluster.close()
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.f.load = os.getloadavg()
         return self.f
 
     def start_operator(self) -> Process:
@@ -430,7 +455,7 @@ class Bench:
             self.ns, self.operator_kubeconfig, self.work / "operator.log", metrics_port=port
         )
         operator.start()
-        self.operator_started = time.time()
+        self.processes.append(operator)
         wait_http(f"http://127.0.0.1:{port}/readyz", operator)
         # The resync task starts with the operator's startup handler, just before /readyz.
         self.resync_origin = time.time()
@@ -449,7 +474,12 @@ class Bench:
             {f"a{i:04d}": [voice_agent(f"a{i:04d}", self.ns)] for i in range(n)},
             self.args.workers,
         )
-        last_ready = agents.wait("agents Ready", n, timeout=max(600, 3 * n))
+        last_ready = agents.wait(
+            "agents Ready",
+            n,
+            timeout=max(900, 3 * n),
+            progress=lambda: f"operator CPU {cpu_seconds(pid) - cpu0:.0f} s",
+        )
         f.ready_s = last_ready - t0
         self.audit.wait_quiet(OPERATOR_USER, start)
         f.cpu_create = cpu_seconds(pid) - cpu0
@@ -673,7 +703,10 @@ def report(f: Figures, args: argparse.Namespace) -> None:
     per_write = f.cpu_create / max(1, f.writes_create)
     floor_per_write = b["cpu"] / max(1, b["writes"])
     print(f"scale benchmark, N={f.n} VoiceAgents (kwok test ground, tuning SCALE; operator as a")
-    print(f"  process, {args.workers} workers, resync {args.resync:.0f} s)")
+    print(
+        f"  process, {args.workers} workers, resync {args.resync:.0f} s; host load average"
+        f" {f.load[0]:.1f} / {f.load[1]:.1f} / {f.load[2]:.1f} at the end)"
+    )
     print(f"  apply -> all {f.n} Ready                {f.ready_s:8.1f} s   ({f.children} children)")
     print(
         f"    floor (a): the same children applied, no operator {f.floor_a_s:8.1f} s   "
