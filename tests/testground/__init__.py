@@ -14,7 +14,14 @@ from pathlib import Path
 import yaml
 from kubernetes import config
 
-from testground.controlplane import KWOK_TAINT, REPO, STAGES, ControlPlane, find_binaries
+from testground.controlplane import (
+    KWOK_TAINT,
+    REPO,
+    STAGES,
+    ControlPlane,
+    Tuning,
+    find_binaries,
+)
 from testground.node import RealNode
 from testground.processes import KubectlError, Process, free_port
 from testground.storage import Provisioner, storage_class
@@ -148,8 +155,8 @@ class Cluster:
             self.plane.cleanup()
 
 
-def start_local() -> Cluster:
-    plane = ControlPlane().start()
+def start_local(tuning: Tuning | None = None) -> Cluster:
+    plane = ControlPlane(tuning=tuning or Tuning()).start()
     assert plane.kubeconfig_path
     assert plane.bin_dir
     return Cluster(plane.kubeconfig_path, plane.bin_dir, local=True, plane=plane)
@@ -196,12 +203,13 @@ def attach_external(kubeconfig: Path) -> Cluster:
     return cluster
 
 
-def open_cluster() -> Cluster:
+def open_cluster(tuning: Tuning | None = None) -> Cluster:
+    """`tuning` applies to the test ground's own plane only (see controlplane.Tuning)."""
     if os.environ.get("VOICE_TEST_USE_KUBECONFIG") == "1":
         kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
         cluster = attach_external(Path(kubeconfig))
     else:
-        cluster = start_local()
+        cluster = start_local(tuning)
     try:
         if cluster.local:
             cluster.apply(storage_class())

@@ -80,6 +80,76 @@ AUDIT_POLICY = {
 }
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """How much the ground's own programs may do at once. The defaults are what the tests
+    have always run with; SCALE lets a benchmark with thousands of objects measure the
+    operator rather than the ground's client rate limits."""
+
+    # The kubernetes Service takes the first address; the apiserver's certificate names it.
+    service_cidr: str = SERVICE_CIDR
+    nodes: int = 2
+    # What each kwok node offers: engine pods request a core and a GiB or so each.
+    pods_per_node: int = 110
+    cpu_per_node: str = "32"
+    memory_per_node: str = "256Gi"
+    # --kube-api-qps / --kube-api-burst of kube-controller-manager and kube-scheduler (None:
+    # their defaults, 20/30 and 50/100). kwok's client has no rate limit of its own.
+    client_qps: int | None = None
+    client_burst: int | None = None
+    # kube-controller-manager's --concurrent-{deployment,replicaset,endpoint,
+    # service-endpoint}-syncs (None: its defaults, 5 each).
+    concurrent_syncs: int | None = None
+    # kwok's podPlayStageParallelism and nodePlayStageParallelism (None: its default, 4).
+    kwok_parallelism: int | None = None
+
+    def client_args(self) -> list[str]:
+        args = []
+        if self.client_qps is not None:
+            args.append(f"--kube-api-qps={self.client_qps}")
+        if self.client_burst is not None:
+            args.append(f"--kube-api-burst={self.client_burst}")
+        return args
+
+    def controller_manager_args(self) -> list[str]:
+        args = self.client_args()
+        if self.concurrent_syncs is not None:
+            args += [
+                f"--concurrent-{kind}-syncs={self.concurrent_syncs}"
+                for kind in ("deployment", "replicaset", "endpoint", "service-endpoint")
+            ]
+        return args
+
+    def kwok_configuration(self) -> dict | None:
+        if self.kwok_parallelism is None:
+            return None
+        return {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokConfiguration",
+            "options": {
+                "podPlayStageParallelism": self.kwok_parallelism,
+                "nodePlayStageParallelism": self.kwok_parallelism,
+            },
+        }
+
+
+# 4,000 agents' Services fit in a /16 (the first address is still 10.0.0.1); 4,000+ pods on
+# four nodes of 1,100 pods, 2,000 cores and 8 TiB each; the controller-manager and
+# scheduler at 400 QPS (20x and 8x their defaults), the controllers and kwok with 4x
+# their default workers.
+SCALE = Tuning(
+    service_cidr="10.0.0.0/16",
+    nodes=4,
+    pods_per_node=1100,
+    cpu_per_node="2000",
+    memory_per_node="8Ti",
+    client_qps=400,
+    client_burst=800,
+    concurrent_syncs=20,
+    kwok_parallelism=16,
+)
+
+
 def _runnable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
@@ -197,7 +267,7 @@ class ControlPlane:
     """Start with `start()`; `kubeconfig_path` is an admin kubeconfig; `stop()` ends it all."""
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="testground-")))
-    nodes: int = 2
+    tuning: Tuning = field(default_factory=Tuning)
     processes: list[Process] = field(default_factory=list)
     bin_dir: Path | None = None
     kubeconfig_path: Path | None = None
@@ -282,7 +352,7 @@ class ControlPlane:
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.tuning.service_cidr}",
                 # On loopback there is no real endpoint for the kubernetes Service to reconcile.
                 "--endpoint-reconciler-type=none",
                 "--authorization-mode=Node,RBAC",
@@ -336,8 +406,9 @@ class ControlPlane:
                 f"--root-ca-file={pki.ca.cert_path}",
                 f"--cluster-signing-cert-file={pki.ca.cert_path}",
                 f"--cluster-signing-key-file={pki.ca.key_path}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.tuning.service_cidr}",
                 "--use-service-account-credentials=false",
+                *self.tuning.controller_manager_args(),
                 "--v=1",
             ],
         )
@@ -347,6 +418,7 @@ class ControlPlane:
                 self._bin("kube-scheduler"),
                 *common,
                 f"--secure-port={free_port()}",
+                *self.tuning.client_args(),
                 "--v=1",
             ],
         )
@@ -361,6 +433,7 @@ class ControlPlane:
                 "--cidr=10.244.0.0/16",
                 "--node-ip=127.0.0.1",
                 f"--server-address=127.0.0.1:{free_port()}",
+                *self._kwok_configuration(),
             ],
         )
         self._create_nodes()
@@ -369,9 +442,20 @@ class ControlPlane:
             "wait", "--for=create", "serviceaccount/default", "-n", "default", "--timeout=60s"
         )
 
+    def _kwok_configuration(self) -> list[str]:
+        """A second --config for kwok when the tuning sets its options."""
+        configuration = self.tuning.kwok_configuration()
+        if configuration is None:
+            return []
+        path = self.workdir / "kwok-configuration.yaml"
+        path.write_text(yaml.safe_dump(configuration))
+        return [f"--config={path}"]
+
     def _create_nodes(self) -> None:
         nodes = []
-        for i in range(self.nodes):
+        t = self.tuning
+        offered = {"cpu": t.cpu_per_node, "memory": t.memory_per_node, "pods": str(t.pods_per_node)}
+        for i in range(self.tuning.nodes):
             name = f"kwok-node-{i}"
             nodes.append(
                 {
@@ -392,8 +476,8 @@ class ControlPlane:
                     },
                     "spec": {"taints": [KWOK_TAINT]},
                     "status": {
-                        "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                        "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                        "allocatable": offered,
+                        "capacity": offered,
                     },
                 }
             )
