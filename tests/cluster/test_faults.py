@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from fetch.fileserver import FileServer
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from testground import Cluster
 from testground.faultproxy import FaultProxy
 from testground.harness import (
@@ -344,6 +347,17 @@ class Ground:
             for canary in CANARIES:
                 assert canary not in text, f"a Secret value reached {where}"
 
+    def assert_events_not_repeated(self) -> None:
+        """A transition is recorded once: no two RolloutSucceeded/RolledBack/RouteSwitched
+        Events say the same. (An Event goes after the status write, so a kill between them
+        may lose one; a retried reconcile must not record it twice.)"""
+        said = Counter(
+            (e["reason"], e["message"])
+            for e in self.events()
+            if e["reason"] in ("RolloutSucceeded", "RolledBack", "RouteSwitched")
+        )
+        assert all(n == 1 for n in said.values()), [k for k, n in said.items() if n > 1]
+
     def assert_quiet(self, seconds: float = 6) -> None:
         """Converged means quiet: no reconcile keeps failing."""
         before = len(self.operator.errors())
@@ -360,14 +374,22 @@ class Ground:
         return obj
 
 
+class UnreachableError(Exception):
+    """What the apiserver does not serve right now."""
+
+
 @dataclass
 class Watchdog:
     """Samples, while a fault lasts, that what served keeps serving: each internal stage's
-    status revision is one of `allowed` (the last good, or the new one once it is healthy),
+    status revision is one of `allowed` (the last good) or, with `follow`, the one its
+    Deployment's template has (the new one, once healthy),
     its Deployment keeps a ready pod, and the routes send every stage where it went."""
 
     ground: Ground
     allowed: dict[str, set[str]]
+    # Also allowed: the revision the Deployment's template now has (the template moves
+    # first, and the status follows once that revision is healthy).
+    follow: bool = True
     samples: int = 0
     unreachable: int = 0
     violations: list[str] = field(default_factory=list)
@@ -388,19 +410,34 @@ class Watchdog:
         while not self.stop.wait(0.25):
             try:
                 self._sample()
-            except Exception:  # the apiserver is down or etcd stopped: nothing to read
+            except (urllib3.exceptions.HTTPError, OSError, UnreachableError):
+                self.unreachable += 1  # the apiserver is down or etcd stopped: nothing to read
+            except KubeError as e:
+                if e.status < 500 and e.status != 429:
+                    self.violations.append(f"reading failed: {e}")
                 self.unreachable += 1
+            except Exception as e:  # what was read is not what serving looks like
+                self.violations.append(f"{type(e).__name__}: {e}")
+
+    def _get(self, kind: str, name: str) -> dict:
+        obj = self.ground.kube.get(kind, name, self.ground.namespace)
+        if obj is None:
+            # Right after an apiserver restart our CRDs are briefly not served (404).
+            raise UnreachableError(f"{kind}/{name}")
+        return obj
 
     def _sample(self) -> None:
-        g = self.ground
-        status = g.agent().get("status") or {}
-        routes = g.routes()
+        status = self._get("VoiceAgent", "support")["status"]
+        routes = json.loads(self._get("ConfigMap", "support-routes")["data"]["routes.json"])[
+            "stages"
+        ]
         self.samples += 1
         for component, revisions in self.allowed.items():
             revision = status["components"][component]["revision"]
-            if revision not in revisions:
+            d = self._get("Deployment", f"support-{component}")
+            template = d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
+            if revision not in revisions and not (self.follow and revision == template):
                 self.violations.append(f"{component} status at {revision}, not {revisions}")
-            d = g.kube.get("Deployment", f"support-{component}", g.namespace) or {}
             if not (d.get("status") or {}).get("readyReplicas"):
                 self.violations.append(f"{component}: no ready pod")
             if (routes.get(component) or {}).get("provider") != "internal":
@@ -501,22 +538,22 @@ def start_rollout(ground: Ground, asset: str, version: str) -> str:
 def test_apiserver_restarted_mid_rollout(ground: Ground):
     plane = local_plane(ground)
     good = start_rollout(ground, "whisper", "v2")
-    with Watchdog(ground, {"stt": {good, ground.template_revision("stt")}}) as dog:
+    with Watchdog(ground, {"stt": {good}}) as dog:
         downtime = plane.restart_apiserver()
-        time.sleep(3)
+        time.sleep(6)
     dog.assert_kept_serving()
     assert downtime > 0.5 and dog.unreachable > 0  # it really was gone
     assert ground.operator.alive()
     obj = ground.assert_converged(stt="v2", tts="v1")
     stt = obj["status"]["components"]["stt"]
     assert [h["result"] for h in stt["history"]].count("Serving") == 1
-    assert len(ground.events("RolloutSucceeded")) <= 2  # v1, v2: never twice
+    ground.assert_events_not_repeated()
 
 
 def test_etcd_paused_for_10s_mid_rollout(ground: Ground):
     plane = local_plane(ground)
     good = start_rollout(ground, "joe", "v2")
-    with Watchdog(ground, {"tts": {good, ground.template_revision("tts")}}) as dog:
+    with Watchdog(ground, {"tts": {good}}) as dog:
         time.sleep(1)
         with plane.paused("etcd"):
             time.sleep(10)
@@ -564,22 +601,29 @@ def test_another_field_manager_fighting_over_the_children(ground: Ground):
                     fights["apply"] += 1
                 except subprocess.CalledProcessError:
                     fights["apply refused"] += 1
-            body = {**ground.agent(), "status": {"phase": "intruder"}}
+            body = ground.agent()
             body["metadata"]["resourceVersion"] = stale
-            done = ground.cluster.kubectl(
-                "replace", "--subresource=status", "-f", "-", input=json.dumps(body), check=False
-            )
-            fights["stale status 409" if "Conflict" in done.stderr + done.stdout else "status"] += 1
+            body["status"] = {"phase": "intruder"}
+            try:
+                agents.replace_namespaced_custom_object_status(
+                    "voiceops.dev", "v1alpha1", ground.namespace, "voiceagents", "support", body
+                )
+                fights["stale status accepted"] += 1
+            except ApiException as e:
+                fights[f"stale status {e.status}"] += 1
 
+    agents = client.CustomObjectsApi(
+        config.new_client_from_config(config_file=str(ground.cluster.kubeconfig))
+    )
     fighter = threading.Thread(target=fight, daemon=True)
-    with Watchdog(ground, {"stt": {good, ground.template_revision("stt")}}) as dog:
+    with Watchdog(ground, {"stt": {good}}) as dog:
         fighter.start()
         time.sleep(15)
         stop.set()
         fighter.join(30)
     dog.assert_kept_serving()
     assert fights["apply"] > 20 and fights["stale status 409"] > 5, fights
-    assert fights["status"] == 0, fights
+    assert fights["stale status accepted"] == 0, fights
     ground.assert_converged(stt="v2", tts="v1")
     for component in ("stt", "gateway"):
         d = ground.kube.get("Deployment", f"support-{component}", ground.namespace)
@@ -597,7 +641,7 @@ def test_another_field_manager_fighting_over_the_children(ground: Ground):
 
 def test_every_write_answered_409_for_a_while(ground: Ground, proxy: FaultProxy):
     good = start_rollout(ground, "whisper", "v2")
-    with Watchdog(ground, {"stt": {good, ground.template_revision("stt")}}) as dog:
+    with Watchdog(ground, {"stt": {good}}) as dog:
         proxy.refuse_writes(15)
         time.sleep(15)
     dog.assert_kept_serving()
@@ -607,7 +651,7 @@ def test_every_write_answered_409_for_a_while(ground: Ground, proxy: FaultProxy)
     assert refused < 150, Counter(proxy.refused).most_common(5)
     ground.assert_converged(stt="v2", tts="v1")
     assert [h["result"] for h in ground.stage("stt")["history"]].count("Serving") == 1
-    assert len(ground.events("RolloutSucceeded")) <= 2
+    ground.assert_events_not_repeated()
 
 
 def resync_seconds(seconds: float):
@@ -638,9 +682,7 @@ def test_watch_streams_cut_again_and_again(ground: Ground, proxy: FaultProxy):
         time.sleep(2)
         ground.cluster.apply(ground.asset("whisper", "v2"))
         ground.wait_asset("whisper", "v2")
-        time.sleep(2)
-        dog.allowed["stt"] = {good, ground.template_revision("stt")}
-        time.sleep(6)
+        time.sleep(8)
         stop.set()
         cutter.join(10)
     ground.cluster.apply(agent_manifest(ground.namespace, gateway={"replicas": 2}))
@@ -683,7 +725,6 @@ def test_operator_sigkilled_at_seeded_points_of_rollouts(ground: Ground):
         ground.wait_asset(asset, version)
         with Watchdog(ground, {component: {good}}) as dog:
             wait_for("a new template", lambda c=component, g=good: ground.template_revision(c) != g)
-            dog.allowed[component] = {good, ground.template_revision(component)}
             kill_at_seeded_points(ground, seeds, window=3.0)
         dog.assert_kept_serving(min_samples=1)
         versions[component] = version
@@ -693,8 +734,7 @@ def test_operator_sigkilled_at_seeded_points_of_rollouts(ground: Ground):
         ground.assert_no_duplicates()
     assert ground.operator.kills == len(ROLLOUT_SEEDS)
     ground.assert_converged(stt="v4", tts="v3")
-    # An Event goes after the status write, so a kill between them may lose one; never two.
-    assert len(ground.events("RolloutSucceeded")) <= 1 + len(steps)
+    ground.assert_events_not_repeated()
 
 
 def test_operator_sigkilled_at_seeded_points_of_downloads(ground: Ground):
@@ -708,7 +748,6 @@ def test_operator_sigkilled_at_seeded_points_of_downloads(ground: Ground):
         with Watchdog(ground, {"tts": {good}}) as dog:
             kill_at_seeded_points(ground, seeds, window=2.0)
             ground.wait_asset("joe", version)
-            dog.allowed["tts"] = {good, ground.stage("tts")["desiredRevision"] or good}
         dog.assert_kept_serving(min_samples=1)
         ground.wait_serving(tts=version)
         runs = ground.runner.runs_of(version)
@@ -738,7 +777,6 @@ def test_download_server_5xx_stall_truncation_and_wrong_digest(ground: Ground):
         with Watchdog(ground, {"tts": {good}}) as dog:
             ground.cluster.apply(ground.asset("joe", version, **behaviour))
             ground.wait_asset("joe", version)
-            dog.allowed["tts"] = {good, ground.stage("tts")["desiredRevision"] or good}
         dog.assert_kept_serving(min_samples=1)
         ground.wait_serving(tts=version)
         serving = version
@@ -750,7 +788,7 @@ def test_download_server_5xx_stall_truncation_and_wrong_digest(ground: Ground):
     # A wrong digest mid-stream (one byte flipped on every request): the version fails,
     # the agent says so and keeps serving what it had, and nothing retries in a loop.
     good = ground.stage("tts")["revision"]
-    with Watchdog(ground, {"tts": {good}}) as dog:
+    with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(ground.asset("joe", "v5", corrupt=True))
         obj = ground.wait(
             "Degraded ModelVersionFailed",
@@ -800,7 +838,7 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
 def test_volume_full(ground: Ground, small_volume: Path):
     v1 = {p.name: p.read_bytes() for p in (small_volume / "joe" / "v1").iterdir()}
     good = ground.stage("tts")["revision"]
-    with Watchdog(ground, {"tts": {good}}) as dog:
+    with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(ground.asset("joe", "v2"))
         obj = ground.wait(
             "Degraded ModelVersionFailed",
@@ -830,7 +868,7 @@ def test_crash_looping_engine_during_a_rollout(ground: Ground):
         "model": "joe",
         "podAnnotations": {"testground.voiceops.dev/crash-loop": "true"},
     }
-    with Watchdog(ground, {"tts": {good}}) as dog:
+    with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(agent_manifest(ground.namespace, tts=crashing))
         obj = ground.wait(
             "RolledBack CrashLoop",

@@ -60,7 +60,8 @@ class FaultProxy:
         self.port = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="proxy")
-        self.open: set[asyncio.BaseTransport] = set()
+        # Each relayed request's connection, and the task relaying it.
+        self.open: dict[asyncio.BaseTransport, asyncio.Task] = {}
         self.conflicts_until = 0.0
         self.refused: list[tuple[str, str]] = []  # (method, path) answered 409
         self.cuts = 0  # connections closed by cut()
@@ -125,11 +126,12 @@ class FaultProxy:
         return self._cut()
 
     def _cut(self) -> int:
-        transports = list(self.open)
-        for transport in transports:
+        relays = list(self.open.items())
+        for transport, task in relays:
             transport.close()
-        self.cuts += len(transports)
-        return len(transports)
+            task.cancel()  # it may be waiting on the apiserver, not on the client
+        self.cuts += len(relays)
+        return len(relays)
 
     def refuse_writes(self, seconds: float) -> None:
         """Answer every write with 409 Conflict for the next `seconds`."""
@@ -141,8 +143,9 @@ class FaultProxy:
             self.refused.append((request.method, request.path))
             return web.json_response(conflict_status(request.method, request.path), status=409)
         transport = request.transport
-        assert transport is not None and self._session is not None
-        self.open.add(transport)
+        task = asyncio.current_task()
+        assert transport is not None and task is not None and self._session is not None
+        self.open[transport] = task
         response: web.StreamResponse | None = None
         try:
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP}
@@ -171,4 +174,4 @@ class FaultProxy:
             transport.close()
             return response if response is not None else web.Response(status=502)
         finally:
-            self.open.discard(transport)
+            self.open.pop(transport, None)
