@@ -302,10 +302,12 @@ class Ground:
         )
         assert all(n == 1 for n in jobs.values()), jobs
         for deployment in self.kube.list("Deployment", self.namespace, labels=MANAGED):
+            name = deployment["metadata"]["name"]
             component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
-            want = deployment["spec"]["replicas"]
 
-            def settled(component: str = component, want: int = want) -> tuple | None:
+            def settled(name: str = name, component: str = component) -> tuple | None:
+                current = self.kube.get("Deployment", name, self.namespace) or {}
+                want = current["spec"]["replicas"]
                 sets = json.loads(
                     self.cluster.kubectl(
                         "get",
@@ -325,10 +327,10 @@ class Ground:
                     )
                     if not p["metadata"].get("deletionTimestamp")
                 ]
-                counts = (sum(rs["spec"]["replicas"] for rs in sets), len(pods))
-                return counts if counts == (want, want) else None
+                counts = (want, sum(rs["spec"]["replicas"] for rs in sets), len(pods))
+                return counts if counts == (want, want, want) else None
 
-            wait_for(f"{component}: {want} replica(s) in ReplicaSets and pods", settled, 30)
+            wait_for(f"{name}: its replicas in ReplicaSets and pods, no more", settled, 30)
 
     def assert_no_secret_leaked(self) -> None:
         everything = {
@@ -622,6 +624,14 @@ def test_another_field_manager_fighting_over_the_children(ground: Ground):
         stop.set()
         fighter.join(30)
     dog.assert_kept_serving()
+    for component in ("stt", "gateway"):
+        wait_for(
+            f"support-{component} back at the operator's replicas",
+            lambda c=component: (
+                ground.kube.get("Deployment", f"support-{c}", ground.namespace)["spec"]["replicas"]
+                == 1
+            ),
+        )
     assert fights["apply"] > 20 and fights["stale status 409"] > 5, fights
     assert fights["stale status accepted"] == 0, fights
     ground.assert_converged(stt="v2", tts="v1")
