@@ -844,7 +844,13 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
-@pytest.mark.xfail(strict=True, reason="placeholder: set after the first run")
+@pytest.mark.xfail(
+    strict=True,
+    reason="a version that failed with DiskFull is never downloaded again: the fetch Job's "
+    "name hashes only spec.version and spec.files (fetch_job_name -> source_hash), so raising "
+    "spec.storage.size, the README's remedy, keeps the failed Job and its Failed report and "
+    "the asset stays Failed (DiskFull) with room on the volume",
+)
 def test_volume_full(ground: Ground, small_volume: Path):
     v1 = {p.name: p.read_bytes() for p in (small_volume / "joe" / "v1").iterdir()}
     good = ground.stage("tts")["revision"]
@@ -867,7 +873,16 @@ def test_volume_full(ground: Ground, small_volume: Path):
     bigger = ground.asset("joe", "v2")
     bigger["spec"]["storage"]["size"] = "3Gi"
     ground.cluster.apply(bigger)
-    ground.wait_asset("joe", "v2", timeout=60)
+    wait_for(
+        "the claim raised to 3Gi",
+        lambda: (
+            ground.kube.get("PersistentVolumeClaim", "joe-models", ground.namespace)["spec"][
+                "resources"
+            ]["requests"]["storage"]
+            == "3Gi"
+        ),
+    )
+    ground.wait_asset("joe", "v2", timeout=45)
     ground.assert_converged(stt="v1", tts="v2")
 
 

@@ -32,6 +32,9 @@ def storage_class() -> dict:
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
+        # As most CSI classes: a claim's size may be raised (the volume itself is a folder,
+        # so nothing resizes it; the fault tests grow a tmpfs under it themselves).
+        "allowVolumeExpansion": True,
     }
 
 
