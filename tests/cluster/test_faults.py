@@ -30,9 +30,11 @@ import urllib3
 from fetch.fileserver import FileServer
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from testground import Cluster
+from testground import Cluster, harness
 from testground.faultproxy import FaultProxy
 from testground.harness import (
+    EXTERNAL_LLM,
+    MODEL_FILES,
     FetchJobRunner,
     condition,
     digest,
@@ -41,6 +43,7 @@ from testground.harness import (
     wait_for,
 )
 from testground.processes import Process
+from testground.storage import TmpfsUnavailableError, resize_tmpfs, size_limited_tmpfs
 
 from voice_operator.kube import Kube, KubeError
 
@@ -55,29 +58,7 @@ CANARIES = tuple(
 # The Job leaves the fetcher's retry settings at their defaults (30 s stall timeout): short
 # ones here, as in the fetch tier.
 FAST_FETCH = {"FETCH_STALL_TIMEOUT": "1", "FETCH_BACKOFF_MAX": "0.2", "FETCH_MAX_ATTEMPTS": "6"}
-FILES = {
-    # asset: (engine, format, {path in the version folder: served file})
-    "whisper": (
-        "stt",
-        "ct2",
-        {
-            "model.bin": "whisper.bin",
-            "config.json": "whisper.config",
-            "tokenizer.json": "whisper.tokenizer",
-            "vocabulary.txt": "whisper.vocabulary",
-        },
-    ),
-    "joe": ("tts", "onnx", {"joe.onnx": "joe.onnx", "joe.onnx.json": "joe.onnx.json"}),
-}
 STAGE_ASSET = {"stt": "whisper", "tts": "joe"}
-EXTERNAL_LLM = {
-    "provider": "external",
-    "external": {
-        "vendor": "groq",
-        "model": "llama-3.1-8b-instant",
-        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
-    },
-}
 CHILD_KINDS = (
     "Deployment",
     "Service",
@@ -96,19 +77,8 @@ def digests() -> dict[str, str]:
 
 
 def agent_manifest(namespace: str, **stages: dict) -> dict:
-    spec: dict[str, Any] = {
-        "stt": {"provider": "internal", "model": "whisper"},
-        "llm": EXTERNAL_LLM,
-        "tts": {"provider": "internal", "model": "joe"},
-        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": True},
-    }
-    spec.update(stages)
-    return {
-        "apiVersion": "voiceops.dev/v1alpha1",
-        "kind": "VoiceAgent",
-        "metadata": {"name": "support", "namespace": namespace},
-        "spec": spec,
-    }
+    """The rollout tests' agent with its LLM at the vendor (the key is a canary)."""
+    return harness.agent_manifest(namespace, **{"llm": EXTERNAL_LLM, **stages})
 
 
 def secret(namespace: str, name: str, key: str, value: str) -> dict:
@@ -214,7 +184,7 @@ class Ground:
     def asset(self, name: str, version: str, **behaviour: Any) -> dict:
         """A ModelAsset version whose files the server serves under names of their own
         (so each version's requests and bytes are counted apart), misbehaving as told."""
-        engine, fmt, files = FILES[name]
+        engine, fmt, files = MODEL_FILES[name]
         paths = model_paths()
         entries = []
         for path, served in files.items():
@@ -240,7 +210,7 @@ class Ground:
         }
 
     def served_bytes(self, version: str, name: str) -> int:
-        first = next(iter(FILES[name][2].values()))
+        first = next(iter(MODEL_FILES[name][2].values()))
         return self.server.served(f"{version}-{first}").bytes_sent
 
     def wait_asset(self, name: str, version: str, timeout: float = 90) -> dict:
@@ -264,6 +234,9 @@ class Ground:
             return obj if fresh and check(obj) else None
 
         return wait_for(what, current, timeout)
+
+    def wait_reason(self, type_: str, reason: str) -> dict:
+        return self.wait(f"{type_} {reason}", lambda o: condition(o, type_).get("reason") == reason)
 
     def wait_serving(self, timeout: float = 90, **versions: str) -> dict:
         """Until the agent is Ready, Progressing=False, and each stage serves its version
@@ -800,10 +773,7 @@ def test_download_server_5xx_stall_truncation_and_wrong_digest(ground: Ground):
     good = ground.stage("tts")["revision"]
     with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(ground.asset("joe", "v5", corrupt=True))
-        obj = ground.wait(
-            "Degraded ModelVersionFailed",
-            lambda o: condition(o, "Degraded").get("reason") == "ModelVersionFailed",
-        )
+        obj = ground.wait_reason("Degraded", "ModelVersionFailed")
         time.sleep(4)
     dog.assert_kept_serving()
     assert "ChecksumMismatch" in condition(obj, "Degraded")["message"]
@@ -825,23 +795,11 @@ def test_download_server_5xx_stall_truncation_and_wrong_digest(ground: Ground):
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """joe's volume: a real size-limited tmpfs (needs root), room for one version."""
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
-    mount_point = tmp_path / "pvc"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {done.stderr.strip()}")
     try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        with size_limited_tmpfs(tmp_path / "pvc", "100m") as mount_point:
+            yield mount_point
+    except TmpfsUnavailableError as e:
+        pytest.skip(str(e))
 
 
 @pytest.mark.xfail(
@@ -856,10 +814,7 @@ def test_volume_full(ground: Ground, small_volume: Path):
     good = ground.stage("tts")["revision"]
     with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(ground.asset("joe", "v2"))
-        obj = ground.wait(
-            "Degraded ModelVersionFailed",
-            lambda o: condition(o, "Degraded").get("reason") == "ModelVersionFailed",
-        )
+        obj = ground.wait_reason("Degraded", "ModelVersionFailed")
         time.sleep(3)
     dog.assert_kept_serving()
     assert "DiskFull" in condition(obj, "Degraded")["message"]
@@ -869,7 +824,7 @@ def test_volume_full(ground: Ground, small_volume: Path):
 
     # The fault ends as the README's troubleshooting table says: storage.size raised (and
     # the volume grown under it, as a resizing storage driver would).
-    subprocess.run(["mount", "-o", "remount,size=400m", str(small_volume)], check=True)
+    resize_tmpfs(small_volume, "400m")
     bigger = ground.asset("joe", "v2")
     bigger["spec"]["storage"]["size"] = "3Gi"
     ground.cluster.apply(bigger)
@@ -882,7 +837,7 @@ def test_volume_full(ground: Ground, small_volume: Path):
             == "3Gi"
         ),
     )
-    ground.wait_asset("joe", "v2", timeout=45)
+    ground.wait_asset("joe", "v2", timeout=30)
     ground.assert_converged(stt="v1", tts="v2")
 
 
@@ -895,10 +850,7 @@ def test_crash_looping_engine_during_a_rollout(ground: Ground):
     }
     with Watchdog(ground, {"tts": {good}}, follow=False) as dog:
         ground.cluster.apply(agent_manifest(ground.namespace, tts=crashing))
-        obj = ground.wait(
-            "RolledBack CrashLoop",
-            lambda o: condition(o, "RolledBack").get("reason") == "CrashLoop",
-        )
+        obj = ground.wait_reason("RolledBack", "CrashLoop")
         time.sleep(4)  # rolled back and not retried
     dog.assert_kept_serving()
     assert condition(obj, "Degraded")["status"] == "True"

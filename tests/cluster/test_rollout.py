@@ -17,8 +17,10 @@ from kubernetes import client, watch
 from prometheus_client import REGISTRY
 from testground import Cluster
 from testground.harness import (
+    EXTERNAL_LLM,
     Operator,
     ServedModel,
+    agent_manifest,
     asset_manifest,
     condition,
     download_job,
@@ -31,31 +33,6 @@ from testground.harness import (
 from voice_operator.kube import Kube
 
 pytestmark = pytest.mark.cluster
-
-EXTERNAL_LLM = {
-    "provider": "external",
-    "external": {
-        "vendor": "groq",
-        "model": "llama-3.1-8b-instant",
-        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
-    },
-}
-
-
-def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -> dict:
-    spec = {
-        "stt": {"provider": "internal", "model": "whisper"},
-        "llm": {"provider": "internal", "model": "smollm"},
-        "tts": {"provider": "internal", "model": "joe"},
-        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": auto_rollback},
-    }
-    spec.update(stages)
-    return {
-        "apiVersion": "voiceops.dev/v1alpha1",
-        "kind": "VoiceAgent",
-        "metadata": {"name": "support", "namespace": namespace},
-        "spec": spec,
-    }
 
 
 @dataclass

@@ -250,6 +250,34 @@ def run_job_command(job: dict, volume: Path) -> subprocess.CompletedProcess:
     return subprocess.run(mapped, capture_output=True, text=True, timeout=60)
 
 
+EXTERNAL_LLM = {
+    "provider": "external",
+    "external": {
+        "vendor": "groq",
+        "model": "llama-3.1-8b-instant",
+        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
+    },
+}
+
+
+def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -> dict:
+    """The agent `support` of the rollout tests: every stage internal on the real models
+    (unless `stages` says otherwise), a 12 s progress deadline."""
+    spec = {
+        "stt": {"provider": "internal", "model": "whisper"},
+        "llm": {"provider": "internal", "model": "smollm"},
+        "tts": {"provider": "internal", "model": "joe"},
+        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": auto_rollback},
+    }
+    spec.update(stages)
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "VoiceAgent",
+        "metadata": {"name": "support", "namespace": namespace},
+        "spec": spec,
+    }
+
+
 MODEL_FILES = {
     # engine, format, {path in the version folder: served file}
     "whisper": (
