@@ -35,6 +35,7 @@ from testground.faultproxy import FaultProxy
 from testground.harness import (
     EXTERNAL_LLM,
     MODEL_FILES,
+    AgentView,
     FetchJobRunner,
     condition,
     digest,
@@ -136,7 +137,7 @@ class OperatorProcess:
 
 
 @dataclass
-class Ground:
+class Ground(AgentView):
     cluster: Cluster
     kube: Kube
     namespace: str
@@ -146,30 +147,6 @@ class Ground:
     operator: OperatorProcess
     digests: dict[str, str]
     baseline: list[tuple[str, str]] = field(default_factory=list)
-
-    # --- reading
-    def agent(self) -> dict:
-        obj = self.kube.get("VoiceAgent", "support", self.namespace)
-        assert obj is not None
-        return obj
-
-    def stage(self, component: str) -> dict:
-        return self.agent()["status"]["components"][component]
-
-    def template_revision(self, component: str) -> str:
-        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
-        assert d is not None
-        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
-
-    def routes(self) -> dict:
-        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
-        assert cm is not None
-        return json.loads(cm["data"]["routes.json"])["stages"]
-
-    def events(self, reason: str | None = None) -> list[dict]:
-        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
-        items = json.loads(out)["items"]
-        return [e for e in items if reason is None or e["reason"] == reason]
 
     def children(self) -> list[tuple[str, str]]:
         """Every object carrying the operator's labels, but Jobs (made and removed per

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from testground import Cluster
 from testground.harness import (
     EXTERNAL_LLM,
+    AgentView,
     Operator,
     ServedModel,
     agent_manifest,
@@ -36,21 +37,13 @@ pytestmark = pytest.mark.cluster
 
 
 @dataclass
-class Setup:
+class Setup(AgentView):
     cluster: Cluster
     kube: Kube
     namespace: str
     operator: Operator
     models: dict[str, ServedModel]
     volume: Path
-
-    def agent(self) -> dict:
-        obj = self.kube.get("VoiceAgent", "support", self.namespace)
-        assert obj is not None
-        return obj
-
-    def stage(self, component: str) -> dict:
-        return self.agent()["status"]["components"][component]
 
     def wait(self, what: str, check, timeout: float = 90) -> dict:
         def current():
@@ -97,20 +90,6 @@ class Setup:
             self.volume,
             version=version,
         )
-
-    def routes(self) -> dict:
-        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
-        assert cm is not None
-        return json.loads(cm["data"]["routes.json"])["stages"]
-
-    def template_revision(self, component: str) -> str:
-        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
-        assert d is not None
-        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
-
-    def events(self, reason: str) -> list[dict]:
-        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
-        return [e for e in json.loads(out)["items"] if e["reason"] == reason]
 
 
 @pytest.fixture

@@ -278,6 +278,38 @@ def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -
     }
 
 
+class AgentView:
+    """Reading the agent `support` of a test namespace: status, its stages, the routes it
+    gave the gateway, its engines' template revisions and the namespace's Events."""
+
+    cluster: Cluster
+    kube: Kube
+    namespace: str
+
+    def agent(self) -> dict:
+        obj = self.kube.get("VoiceAgent", "support", self.namespace)
+        assert obj is not None
+        return obj
+
+    def stage(self, component: str) -> dict:
+        return self.agent()["status"]["components"][component]
+
+    def routes(self) -> dict:
+        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
+        assert cm is not None
+        return json.loads(cm["data"]["routes.json"])["stages"]
+
+    def template_revision(self, component: str) -> str:
+        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
+        assert d is not None
+        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
+
+    def events(self, reason: str | None = None) -> list[dict]:
+        """The namespace's Events (with `reason`, only those)."""
+        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
+        return [e for e in json.loads(out)["items"] if reason is None or e["reason"] == reason]
+
+
 MODEL_FILES = {
     # engine, format, {path in the version folder: served file}
     "whisper": (
