@@ -17,8 +17,11 @@ from kubernetes import client, watch
 from prometheus_client import REGISTRY
 from testground import Cluster
 from testground.harness import (
+    EXTERNAL_LLM,
+    AgentView,
     Operator,
     ServedModel,
+    agent_manifest,
     asset_manifest,
     condition,
     download_job,
@@ -32,48 +35,15 @@ from voice_operator.kube import Kube
 
 pytestmark = pytest.mark.cluster
 
-EXTERNAL_LLM = {
-    "provider": "external",
-    "external": {
-        "vendor": "groq",
-        "model": "llama-3.1-8b-instant",
-        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
-    },
-}
-
-
-def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -> dict:
-    spec = {
-        "stt": {"provider": "internal", "model": "whisper"},
-        "llm": {"provider": "internal", "model": "smollm"},
-        "tts": {"provider": "internal", "model": "joe"},
-        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": auto_rollback},
-    }
-    spec.update(stages)
-    return {
-        "apiVersion": "voiceops.dev/v1alpha1",
-        "kind": "VoiceAgent",
-        "metadata": {"name": "support", "namespace": namespace},
-        "spec": spec,
-    }
-
 
 @dataclass
-class Setup:
+class Setup(AgentView):
     cluster: Cluster
     kube: Kube
     namespace: str
     operator: Operator
     models: dict[str, ServedModel]
     volume: Path
-
-    def agent(self) -> dict:
-        obj = self.kube.get("VoiceAgent", "support", self.namespace)
-        assert obj is not None
-        return obj
-
-    def stage(self, component: str) -> dict:
-        return self.agent()["status"]["components"][component]
 
     def wait(self, what: str, check, timeout: float = 90) -> dict:
         def current():
@@ -120,20 +90,6 @@ class Setup:
             self.volume,
             version=version,
         )
-
-    def routes(self) -> dict:
-        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
-        assert cm is not None
-        return json.loads(cm["data"]["routes.json"])["stages"]
-
-    def template_revision(self, component: str) -> str:
-        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
-        assert d is not None
-        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
-
-    def events(self, reason: str) -> list[dict]:
-        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
-        return [e for e in json.loads(out)["items"] if e["reason"] == reason]
 
 
 @pytest.fixture

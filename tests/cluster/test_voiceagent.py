@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from testground import Cluster
+from testground import Cluster, harness
 from testground.harness import (
+    EXTERNAL_LLM,
     Operator,
     ServedModel,
     condition,
@@ -25,19 +26,9 @@ API_KEY = "sk-test-4f1c9a7e-do-not-leak"
 
 
 def agent_manifest(namespace: str, **stages: dict) -> dict:
-    spec = {
-        "stt": {"provider": "internal", "model": "whisper"},
-        "llm": {"provider": "internal", "model": "smollm"},
-        "tts": {"provider": "internal", "model": "joe"},
-        "rollout": {"progressDeadlineSeconds": 15},
-    }
-    spec.update(stages)
-    return {
-        "apiVersion": "voiceops.dev/v1alpha1",
-        "kind": "VoiceAgent",
-        "metadata": {"name": "support", "namespace": namespace},
-        "spec": spec,
-    }
+    return harness.agent_manifest(
+        namespace, **{"rollout": {"progressDeadlineSeconds": 15}, **stages}
+    )
 
 
 @pytest.fixture
@@ -245,15 +236,7 @@ def test_external_stage_uses_the_secret_and_never_copies_the_key(
             "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()},
         }
     )
-    external = {
-        "provider": "external",
-        "external": {
-            "vendor": "groq",
-            "model": "llama-3.1-8b-instant",
-            "apiKeySecretRef": {"name": "groq", "key": "api-key"},
-        },
-    }
-    cluster.apply(agent_manifest(namespace, llm=external))
+    cluster.apply(agent_manifest(namespace, llm=EXTERNAL_LLM))
     obj = wait_condition(kube, namespace, "Ready", "True")
     assert kube.get("Deployment", "support-llm", namespace) is None
     assert obj["status"]["components"]["llm"]["serving"] == "external groq:llama-3.1-8b-instant"

@@ -7,35 +7,24 @@ The small volume is a real size-limited tmpfs mounted for the test, which needs 
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fetchkit import ModelFile, entry, fetch_env, run_fetch
 from fileserver import FileServer
+from testground.storage import TmpfsUnavailableError, size_limited_tmpfs
 
 from voice_fetch.errors import is_disk_full
 
 
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
-    mount_point = tmp_path / "pvc"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {done.stderr.strip()}")
     try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        with size_limited_tmpfs(tmp_path / "pvc", "8m") as mount_point:
+            yield mount_point
+    except TmpfsUnavailableError as e:
+        pytest.skip(str(e))
 
 
 def _previous_version(volume: Path, m: ModelFile) -> Path:

@@ -9,6 +9,7 @@ cache outside the repo.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -16,11 +17,13 @@ import logging
 import os
 import random
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,14 +383,7 @@ class ControlPlane:
         self.kubeconfig_path.write_text(
             yaml.safe_dump(kubeconfig(self.server, pki.ca.cert_path, *pki.admin, user="admin"))
         )
-        ssl_ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
-        ssl_ctx.load_cert_chain(*pki.admin)
-
-        def readyz() -> bool:
-            with urllib.request.urlopen(f"{self.server}/readyz", context=ssl_ctx, timeout=5) as r:
-                return r.status == 200
-
-        wait_until("kube-apiserver /readyz", readyz, 120, [etcd, apiserver])
+        wait_until("kube-apiserver /readyz", self.readyz, 120, [etcd, apiserver])
         kc = str(self.kubeconfig_path)
         common = [
             f"--kubeconfig={kc}",
@@ -501,6 +497,41 @@ class ControlPlane:
         if check and result.returncode != 0:
             raise KubectlError(result)
         return result
+
+    def readyz(self) -> bool:
+        """The apiserver answers /readyz with 200 (as the admin)."""
+        assert self.pki is not None
+        ssl_ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert_path))
+        ssl_ctx.load_cert_chain(*self.pki.admin)
+        with urllib.request.urlopen(f"{self.server}/readyz", context=ssl_ctx, timeout=5) as r:
+            return r.status == 200
+
+    def process(self, name: str) -> Process:
+        """One of the plane's programs, by name (etcd, kube-apiserver, ...)."""
+        return next(p for p in self.processes if p.name == name)
+
+    def restart_apiserver(self, timeout: float = 120) -> float:
+        """Stop kube-apiserver (SIGTERM, as a rolling control-plane upgrade does) and start it
+        again with the same flags; returns the seconds until /readyz answered again. Every
+        client's connections and watch streams are cut by it."""
+        apiserver = self.process("kube-apiserver")
+        began = time.monotonic()
+        apiserver.stop()
+        apiserver.start()
+        wait_until("kube-apiserver /readyz after a restart", self.readyz, timeout, [apiserver])
+        return time.monotonic() - began
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """SIGSTOP one program for the block, SIGCONT after it (even when the block fails):
+        a process that hangs, as etcd does on a stalled disk, without losing its state."""
+        process = self.process(name)
+        assert process.popen is not None and process.alive()
+        os.kill(process.popen.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(process.popen.pid, signal.SIGCONT)
 
     def alive(self) -> list[str]:
         return [p.name for p in self.processes if not p.alive()]

