@@ -1,4 +1,4 @@
-"""Guards the reading of request bodies: a body over the size limit is refused with 413
+"""Guards the reading of requests: headers over 16 KiB are refused with 431, a body over the size limit is refused with 413
 before it is buffered (by Content-Length when the client sends one, by counting bytes when
 it streams a chunked body), and a body that has not fully arrived within the body timeout
 is refused with 408, so a client that announces 1,000 bytes and sends 10 (slowloris)
@@ -20,6 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voice_engines.common.errors import error_bytes
 
+# A request's headers together. h11 (common.server) refuses incomplete headers beyond this
+# with its own 400; headers that arrive complete in one read are measured here.
+MAX_HEADER_BYTES = 16 * 1024
+
 
 class BodyRefusedError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -30,10 +34,17 @@ class BodyRefusedError(Exception):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float | None = None,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.max_header_bytes = max_header_bytes
 
     def too_large(self) -> BodyRefusedError:
         return BodyRefusedError(
@@ -51,7 +62,21 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = scope.get("headers", [])
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_header_bytes:
+            # h11 stops headers that arrive slowly at this size; these arrived at once.
+            await _refuse(
+                send,
+                BodyRefusedError(
+                    431,
+                    "headers_too_large",
+                    f"the request's headers are {size} bytes; the limit is "
+                    f"{self.max_header_bytes}",
+                ),
+            )
+            return
+        length = dict(headers).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await _refuse(send, self.too_large())
             return

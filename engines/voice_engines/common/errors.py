@@ -22,13 +22,16 @@ from voice_engines.common.correlation import current_correlation_id
 log = logging.getLogger(__name__)
 
 _STATUS_CODES = {
-    400: "bad_request",
+    # The one 400 raised as an HTTPException: FastAPI could not read the body at all (not
+    # UTF-8, JSON nested too deep, multipart without its boundary).
+    400: "malformed_body",
     404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    431: "headers_too_large",
     429: "overloaded",
     503: "unavailable",
 }

@@ -6,12 +6,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from voice_engines.common.body_limit import MAX_HEADER_BYTES
 from voice_engines.common.json_logging import configure_json_logging
 from voice_engines.common.settings import EngineSettings
 
-# A request's line and headers together; h11 answers 400 and closes the connection beyond
-# it (h11's own default, stated here because it is a limit we promise).
-MAX_HEADER_BYTES = 16 * 1024
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -19,7 +17,8 @@ def uvicorn_options() -> dict[str, Any]:
     return {
         "log_config": None,
         "access_log": False,
-        # h11, not httptools: h11 bounds the request line and headers.
+        # h11, not httptools: h11 bounds the request line and headers while they arrive
+        # (answering 400 and closing the connection beyond the limit).
         "http": "h11",
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
         # An idle keep-alive connection is closed after this many seconds.
