@@ -28,7 +28,7 @@ from badrequests import (
     with_rate,
 )
 from fakevendors import Engines, ThreadServer, tone
-from gatewaykit import Gateway
+from gatewaykit import Gateway, stream_utterance
 from websockets.sync.client import connect
 
 from voice_engines.demo.stack import internal_route
@@ -227,14 +227,7 @@ WS_CASES: list[tuple[str, list[str | bytes], str]] = [
 
 def stream_valid_turn(ws: Any) -> dict[str, Any]:
     ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
-    pcm = tone(1.0, 16000)
-    for offset in range(0, len(pcm), 3200):
-        ws.send(pcm[offset : offset + 3200])
-    ws.send(json.dumps({"type": "end"}))
-    while True:
-        message = ws.recv(timeout=60)
-        if isinstance(message, str) and json.loads(message)["type"] in ("done", "error"):
-            return json.loads(message)
+    return stream_utterance(ws, tone(1.0, 16000), 3200)
 
 
 @pytest.mark.parametrize(("name", "messages", "code"), WS_CASES, ids=[c[0] for c in WS_CASES])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fakevendors import Engines, ThreadServer, tone
-from gatewaykit import Gateway
+from gatewaykit import Gateway, stream_utterance
 from websockets.sync.client import connect
 
 from voice_engines.demo.stack import internal_route
@@ -121,14 +121,8 @@ def test_a_streamed_turn_sends_the_streams_id_to_every_engine(
     pcm = tone(1.0, 16000)
     with connect(gateway.ws_url, additional_headers={"X-Request-ID": rid}) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-        for offset in range(0, len(pcm), 640):
-            ws.send(pcm[offset : offset + 640])
-        ws.send(json.dumps({"type": "end"}))
-        while True:
-            message = ws.recv(timeout=30)
-            if isinstance(message, str) and json.loads(message)["type"] in ("done", "error"):
-                assert json.loads(message)["type"] == "done", message
-                break
+        closing = stream_utterance(ws, pcm)
+        assert closing["type"] == "done", closing
     calls = fake.take()
     assert ids_by_path(calls) == {path: {rid} for path in ENGINE_PATHS}
     assert_no_credentials(calls)
