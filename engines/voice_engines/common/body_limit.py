@@ -1,8 +1,8 @@
-"""Guards the reading of requests: headers over 16 KiB are refused with 431, a body over the size limit is refused with 413
-before it is buffered (by Content-Length when the client sends one, by counting bytes when
-it streams a chunked body), and a body that has not fully arrived within the body timeout
-is refused with 408, so a client that announces 1,000 bytes and sends 10 (slowloris)
-cannot hold a request open.
+"""Guards the reading of requests: headers over 16 KiB are refused with 431, a body over
+the size limit with 413 before it is buffered (by Content-Length when the client sends
+one, by counting bytes when it streams a chunked body), and a body that has not fully
+arrived within the body timeout with 408, so a client that announces 1,000 bytes and
+sends 10 (slowloris) cannot hold a request open.
 
 It only times and counts the ASGI receive() calls the app makes; the HTTP itself is parsed
 by the server (uvicorn with h11, whose header limits common.server sets).
@@ -71,8 +71,7 @@ class BodySizeLimitMiddleware:
                 BodyRefusedError(
                     431,
                     "headers_too_large",
-                    f"the request's headers are {size} bytes; the limit is "
-                    f"{self.max_header_bytes}",
+                    f"the request's headers are {size} bytes; the limit is {self.max_header_bytes}",
                 ),
             )
             return

@@ -11,7 +11,6 @@ from voice_engines.common.json_logging import configure_json_logging
 from voice_engines.common.settings import EngineSettings
 
 
-
 def uvicorn_options() -> dict[str, Any]:
     """What every server of the project (engines and gateway) runs uvicorn with."""
     return {
