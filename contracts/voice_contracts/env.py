@@ -44,6 +44,8 @@ class EngineEnv(ServerEnv):
     engine_retry_after: int = Field(1, ge=1)
     # Any request body above this is refused with 413 before it is read.
     engine_max_body_bytes: int = Field(26 * 1024 * 1024, ge=1024)
+    # Seconds a client may take to send a request's whole body; then 408 (slow clients).
+    engine_body_timeout: float = Field(30.0, gt=0)
 
 
 SttBackend = Literal["whispercpp", "faster-whisper"]
@@ -134,6 +136,8 @@ class GatewayEnv(ServerEnv):
     gateway_max_sessions: int = Field(1000, ge=1)
     gateway_session_ttl: float = Field(3600.0, gt=0)
     gateway_max_body_bytes: int = Field(26 * 1024 * 1024, ge=1024)
+    # Seconds a client may take to send a request's whole body; then 408 (slow clients).
+    gateway_body_timeout: float = Field(60.0, gt=0)
     gateway_max_audio_seconds: float = Field(120.0, gt=0)
     # Reply audio: 16-bit mono PCM at this rate unless the client asks for another.
     gateway_sample_rate: int = Field(22050, ge=8000, le=48000)

@@ -99,6 +99,8 @@ class EngineProcess:
             # The load tests queue 16 requests at once on a 2-core machine that may be
             # busy with other suites: give the queue room so only real failures fail.
             "ENGINE_QUEUE_TIMEOUT": "600",
+            # The bad-input catalogue's slow clients are cut off after this.
+            "ENGINE_BODY_TIMEOUT": "5",
             **env,
         }
         self.process = subprocess.Popen(
@@ -149,9 +151,11 @@ class ThreadServer:
     def __init__(self, app: object) -> None:
         import uvicorn
 
+        from voice_engines.common.server import uvicorn_options
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **uvicorn_options())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -155,6 +155,8 @@ def test_conversion_layout(tiny_model_dir: tuple[Path, dict], tmp_path: Path) ->
     model_dir, v = tiny_model_dir
     out = tmp_path / "out" / "ggml.bin"
     assert main([str(model_dir), str(out)]) == 0
+    # Readable by the engine's user whoever converted it (not mkstemp's 0600).
+    assert out.stat().st_mode & 0o777 == 0o644
     hparams, filters, tokens, tensors = read_ggml(out)
     assert hparams == [VOCAB, AUDIO_CTX, STATE, HEADS, 1, TEXT_CTX, STATE, HEADS, 1, MELS, 1]
     assert filters.shape == (MELS, 201)

@@ -136,3 +136,19 @@ def test_models_lists_the_loaded_model(stt: EngineProcess) -> None:
         assert body["object"] == "list"
         assert len(body["data"]) == 1
         assert body["data"][0]["id"]
+
+
+def test_whispercpp_at_temperature_0_gives_one_transcript(
+    stt_whispercpp: EngineProcess, spoken: list[Spoken]
+) -> None:
+    """Hard audio (speech under loud noise) is where whisper.cpp's temperature fallback
+    would re-decode by sampling; at temperature 0 it must not, so every call agrees."""
+    samples, rate = sf.read(io.BytesIO(spoken[1].wav), dtype="float32")
+    noise = np.random.default_rng(7).standard_normal(len(samples)).astype(np.float32)
+    noisy = samples + noise * 1.8 * samples.std()
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(noisy, -1, 1), rate, format="WAV", subtype="PCM_16")
+    texts = {
+        transcribe(stt_whispercpp, buffer.getvalue(), temperature="0")["text"] for _ in range(5)
+    }
+    assert len(texts) == 1, texts

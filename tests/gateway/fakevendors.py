@@ -397,6 +397,63 @@ class ElevenLabs(FakeVendor):
         )
 
 
+class Engines:
+    """Stands in for our three engines (their native /transcribe and /synthesize, the LLM's
+    OpenAI-compatible chat completions); the endpoints, each call's path and headers recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    def _record(self, request: Request) -> None:
+        with self.lock:
+            self.calls.append(
+                (request.url.path, {k.lower(): v for k, v in request.headers.items()})
+            )
+
+    def take(self) -> list[tuple[str, dict[str, str]]]:
+        with self.lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+    async def transcribe(self, request: Request) -> Response:
+        self._record(request)
+        await request.form()
+        return JSONResponse({"text": "what is the weather like"})
+
+    async def chat(self, request: Request) -> Response:
+        self._record(request)
+        body = await request.json()
+
+        async def events() -> Any:
+            for piece in ("It is sunny.", " Enjoy the day."):
+                await asyncio.sleep(0.01)
+                chunk = {
+                    "object": "chat.completion.chunk",
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {"content": piece}}],
+                }
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def synthesize(self, request: Request) -> Response:
+        self._record(request)
+        body = await request.json()
+        pcm = tone(0.02 * len(body["text"]), int(body["sample_rate"]))
+        return StreamingResponse(iter([pcm]), media_type="audio/pcm")
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/transcribe", self.transcribe, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/synthesize", self.synthesize, methods=["POST"]),
+            ]
+        )
+
+
 class ThreadServer:
     """uvicorn serving an app on a thread, on a free loopback port."""
 

@@ -125,3 +125,15 @@ def turn(gateway_url: str, wav: bytes, timeout: float = 120, **fields: str) -> h
         data=fields,
         timeout=timeout,
     )
+
+
+def stream_utterance(ws: Any, pcm: bytes, frame_bytes: int = 640) -> dict[str, Any]:
+    """Sends one utterance over the gateway's WebSocket in frames, then its end, and
+    returns the message that closed the turn (done or error)."""
+    for offset in range(0, len(pcm), frame_bytes):
+        ws.send(pcm[offset : offset + frame_bytes])
+    ws.send(json.dumps({"type": "end"}))
+    while True:
+        message = ws.recv(timeout=60)
+        if isinstance(message, str) and json.loads(message)["type"] in ("done", "error"):
+            return dict(json.loads(message))

@@ -5,85 +5,22 @@ HTTP, and records the headers of every call."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from fakevendors import ThreadServer, tone
-from gatewaykit import Gateway
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from fakevendors import Engines, ThreadServer, tone
+from gatewaykit import Gateway, stream_utterance
 from websockets.sync.client import connect
 
 from voice_engines.demo.stack import internal_route
 
 ENGINE_PATHS = ("/transcribe", "/v1/chat/completions", "/synthesize")
-
-
-class Engines:
-    """Our three engines' endpoints, each call's path and headers recorded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-
-    def _record(self, request: Request) -> None:
-        with self.lock:
-            self.calls.append(
-                (request.url.path, {k.lower(): v for k, v in request.headers.items()})
-            )
-
-    def take(self) -> list[tuple[str, dict[str, str]]]:
-        with self.lock:
-            calls, self.calls = self.calls, []
-        return calls
-
-    async def transcribe(self, request: Request) -> Response:
-        self._record(request)
-        await request.form()
-        return JSONResponse({"text": "what is the weather like"})
-
-    async def chat(self, request: Request) -> Response:
-        self._record(request)
-        body = await request.json()
-
-        async def events() -> Any:
-            for piece in ("It is sunny.", " Enjoy the day."):
-                await asyncio.sleep(0.01)
-                chunk = {
-                    "object": "chat.completion.chunk",
-                    "model": body["model"],
-                    "choices": [{"index": 0, "delta": {"content": piece}}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    async def synthesize(self, request: Request) -> Response:
-        self._record(request)
-        body = await request.json()
-        pcm = tone(0.02 * len(body["text"]), int(body["sample_rate"]))
-        return StreamingResponse(iter([pcm]), media_type="audio/pcm")
-
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/transcribe", self.transcribe, methods=["POST"]),
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                Route("/synthesize", self.synthesize, methods=["POST"]),
-            ]
-        )
 
 
 @pytest.fixture(scope="module")
@@ -184,14 +121,8 @@ def test_a_streamed_turn_sends_the_streams_id_to_every_engine(
     pcm = tone(1.0, 16000)
     with connect(gateway.ws_url, additional_headers={"X-Request-ID": rid}) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-        for offset in range(0, len(pcm), 640):
-            ws.send(pcm[offset : offset + 640])
-        ws.send(json.dumps({"type": "end"}))
-        while True:
-            message = ws.recv(timeout=30)
-            if isinstance(message, str) and json.loads(message)["type"] in ("done", "error"):
-                assert json.loads(message)["type"] == "done", message
-                break
+        closing = stream_utterance(ws, pcm)
+        assert closing["type"] == "done", closing
     calls = fake.take()
     assert ids_by_path(calls) == {path: {rid} for path in ENGINE_PATHS}
     assert_no_credentials(calls)

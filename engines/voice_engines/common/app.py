@@ -19,7 +19,12 @@ from starlette.responses import Response
 
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
 from voice_engines.common.correlation import CorrelationIdMiddleware
-from voice_engines.common.errors import ApiError, error_response, install_error_handlers
+from voice_engines.common.errors import (
+    ApiError,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from voice_engines.common.executor import BoundedExecutor
 from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware, metrics_response
 from voice_engines.common.settings import EngineSettings
@@ -108,11 +113,15 @@ def build_engine_app(
     install_error_handlers(app)
     # The last added runs first: correlation ids wrap everything (so even a 413 from the
     # body limit carries one), and metrics see the body limit's refusals.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.engine_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.engine_max_body_bytes,
+        timeout_s=settings.engine_body_timeout,
+    )
     app.add_middleware(RouteMetricsMiddleware, routes=route_metrics)
     app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
 
-    @app.get("/health")
+    @app.get("/health", responses=error_responses(503))
     async def health() -> Response:
         if lifecycle.status == "failed":
             return error_response(
@@ -120,7 +129,7 @@ def build_engine_app(
             )
         return JSONResponse({"status": "alive"})
 
-    @app.get("/ready")
+    @app.get("/ready", responses=error_responses(503))
     async def ready() -> Response:
         try:
             lifecycle.require_ready(settings.engine_retry_after)

@@ -4,6 +4,7 @@ resampling with soxr, WAV/PCM/FLAC encoding."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 
 import numpy as np
@@ -12,24 +13,73 @@ import soxr
 
 from voice_engines.common.errors import ApiError
 
+# What an upload may declare. Below 8 kHz there is no speech to hear; the upper bound and
+# the channel count stop a header from making decoding and resampling cost more than the
+# audio is worth.
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
 
-def decode_audio(data: bytes, field: str = "file") -> tuple[np.ndarray, int]:
-    """Returns (frames x channels float32 samples, sample rate); 415 if libsndfile cannot
-    read it."""
+
+def _unsupported(exc: Exception, field: str) -> ApiError:
+    return ApiError(
+        415,
+        "unsupported_audio",
+        "the upload is not audio that can be decoded (WAV, FLAC, OGG, MP3): "
+        + str(getattr(exc, "error_string", None) or type(exc).__name__),
+        field=field,
+    )
+
+
+def _check_header(audio: sf.SoundFile, max_seconds: float, field: str) -> None:
+    rate, channels = audio.samplerate, audio.channels
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ApiError(
+            400,
+            "unsupported_sample_rate",
+            f"the audio's sample rate is {rate} Hz; {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz "
+            "is accepted",
+            field=field,
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ApiError(
+            400,
+            "unsupported_channels",
+            f"the audio has {channels} channels; at most {MAX_CHANNELS} are accepted",
+            field=field,
+        )
+    # Checked before decoding: a small compressed upload can stand for hours of samples.
+    seconds = audio.frames / rate
+    if seconds > max_seconds:
+        raise ApiError(
+            413,
+            "audio_too_long",
+            f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s",
+            field=field,
+        )
+
+
+def decode_audio(
+    data: bytes, field: str = "file", max_seconds: float = math.inf
+) -> tuple[np.ndarray, int]:
+    """Returns (frames x channels float32 samples in [-1, 1], sample rate). 415 if
+    libsndfile cannot read it; 400 for rates or channel counts out of bounds and for NaN
+    or infinite samples; 413 beyond max_seconds."""
     if not data:
         raise ApiError(400, "empty_upload", "the uploaded audio is empty", field=field)
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as audio:
+            _check_header(audio, max_seconds, field)
+            samples = audio.read(dtype="float32", always_2d=True)
+            rate = audio.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise ApiError(
-            415,
-            "unsupported_audio",
-            "the upload is not audio that can be decoded (WAV, FLAC, OGG, MP3): "
-            + str(getattr(exc, "error_string", None) or type(exc).__name__),
-            field=field,
-        ) from None
+        raise _unsupported(exc, field) from None
     if samples.shape[0] == 0:
         raise ApiError(400, "empty_audio", "the uploaded audio has no samples", field=field)
+    if not np.isfinite(samples).all():
+        raise ApiError(400, "invalid_audio", "the audio has NaN or infinite samples", field=field)
+    # Float formats may hold any value; speech models expect full scale at most.
+    np.clip(samples, -1.0, 1.0, out=samples)
     return samples, int(rate)
 
 

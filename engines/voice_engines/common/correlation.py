@@ -12,6 +12,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voice_engines.common.metrics import outcome_status
+
 REQUEST_ID_HEADER = "x-request-id"
 _INCOMING_HEADERS = (b"x-request-id", b"x-correlation-id")
 # A caller's id lands in our logs and response headers: keep it short and printable.
@@ -70,6 +72,7 @@ class CorrelationIdMiddleware:
             started_response = started_response or message["type"] == "http.response.start"
             await send_with_id(message)
 
+        raised = False
         try:
             await self.app(scope, receive, send_tracked)
         except Exception:
@@ -77,6 +80,7 @@ class CorrelationIdMiddleware:
             # runs after the correlation id is gone and would drop it from the reply.
             log.exception("unhandled error")
             if started_response:
+                raised = True
                 raise
             status = 500
             await send_with_id(
@@ -102,6 +106,8 @@ class CorrelationIdMiddleware:
                 }
             )
         finally:
+            # A stream that broke after its 200 is logged as the failure the metrics count.
+            status = outcome_status(scope, status, raised)
             if scope["path"] not in self.quiet_paths or status >= 400:
                 access_log.info(
                     "%s %s %s",

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voice_engines.common.correlation import current_correlation_id
@@ -21,15 +22,53 @@ from voice_engines.common.correlation import current_correlation_id
 log = logging.getLogger(__name__)
 
 _STATUS_CODES = {
-    400: "bad_request",
+    # The one 400 raised as an HTTPException: FastAPI could not read the body at all (not
+    # UTF-8, JSON nested too deep, multipart without its boundary).
+    400: "malformed_body",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    431: "headers_too_large",
     429: "overloaded",
     503: "unavailable",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None
+    correlation_id: str | None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape, as the OpenAPI schema shows it."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    400: "The request is wrong (empty, malformed JSON, bad text or audio, unknown voice, ...)",
+    408: "The request body did not arrive in time",
+    413: "The body, the audio, the text or the prompt is too large",
+    415: "Not a media type or audio this endpoint decodes",
+    422: "A field is missing, out of range or of the wrong type",
+    429: "Overloaded: the queue is full or would wait too long (Retry-After)",
+    502: "A backend or provider answered wrongly",
+    503: "Not ready, the model failed, or the queue wait timed out (Retry-After)",
+    504: "A provider did not answer in time",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` documenting these error answers in the one error shape."""
+    return {
+        status: {"model": ErrorBody, "description": _MEANINGS[status]}
+        for status in sorted(statuses)
+    }
 
 
 class ApiError(Exception):

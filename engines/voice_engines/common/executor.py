@@ -1,9 +1,11 @@
 """Runs blocking inference on worker threads behind a bounded queue.
 
 Admission is decided at once on the event loop: a request that finds every worker busy and
-the queue full gets 429 with Retry-After instead of waiting; one that waits in the queue
-longer than the queue timeout gets 503. Nothing waits without bound, and the event loop
-never runs inference itself.
+the queue full gets 429 with Retry-After instead of waiting, and so does one whose expected
+wait (the requests ahead of it per worker times the recent service time) is longer than
+the queue timeout: it would only wait that long to be refused. One that still waits in the
+queue longer than the queue timeout gets 503. Nothing waits without bound, and the event
+loop never runs inference itself.
 """
 
 from __future__ import annotations
@@ -21,6 +23,33 @@ from voice_engines.common.errors import OverloadedError
 T = TypeVar("T")
 
 _END = object()
+# Weight of the newest job in the service-time estimate (an exponential moving average):
+# recent enough to follow a slower backend within a few requests, steady against one
+# outlier.
+_SERVICE_WEIGHT = 0.3
+
+
+class ServiceTime:
+    """The recent time a job holds a worker, measured from start to end."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            if self.seconds is None:
+                self.seconds = seconds
+            else:
+                self.seconds += _SERVICE_WEIGHT * (seconds - self.seconds)
+
+    def expected_wait(self, ahead: int, workers: int) -> float:
+        """Seconds until a job with `ahead` admitted jobs before it gets a worker: every
+        worker has to finish ahead // workers of them first (the running ones counted
+        whole, which errs towards waiting less)."""
+        if self.seconds is None:
+            return 0.0
+        return (ahead // workers) * self.seconds
 
 
 class _Job:
@@ -31,6 +60,7 @@ class _Job:
         self.loop = loop
         self.deadline = deadline
         self.started = False
+        self.started_at = 0.0
         self.abandoned = False
         self.picked_up: asyncio.Future[None] = loop.create_future()
         self._lock = threading.Lock()
@@ -39,6 +69,7 @@ class _Job:
         with self._lock:
             if not self.abandoned and time.monotonic() <= self.deadline:
                 self.started = True
+                self.started_at = time.monotonic()
             else:
                 self.abandoned = True
         self.loop.call_soon_threadsafe(_resolve, self.picked_up)
@@ -74,6 +105,7 @@ class BoundedExecutor:
         self.retry_after_s = retry_after_s
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"{name}-infer")
         self._admitted = 0
+        self.service = ServiceTime()
         # Taken on the event loop, released from worker threads (future callbacks).
         self._lock = threading.Lock()
 
@@ -89,6 +121,16 @@ class BoundedExecutor:
                     "overloaded",
                     f"{self.name} is busy: {self._admitted} requests in flight and the "
                     "queue is full",
+                    self.retry_after_s,
+                )
+            wait = self.service.expected_wait(self._admitted, self.max_concurrency)
+            if wait > self.queue_timeout_s:
+                raise OverloadedError(
+                    429,
+                    "overloaded",
+                    f"{self.name} is busy: {self._admitted} requests in flight would keep "
+                    f"this one waiting about {wait:.0f} s, longer than the queue timeout of "
+                    f"{self.queue_timeout_s:g} s",
                     self.retry_after_s,
                 )
             self._admitted += 1
@@ -112,7 +154,10 @@ class BoundedExecutor:
         def guarded() -> Any:
             if not job.begin():
                 raise self._queue_timeout()
-            return work()
+            try:
+                return work()
+            finally:
+                self.service.observe(time.monotonic() - job.started_at)
 
         try:
             future = self._pool.submit(ctx.run, guarded)
@@ -145,9 +190,11 @@ class BoundedExecutor:
     async def stream(
         self, fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
     ) -> AsyncIterator[T]:
-        """Admits now and waits for a worker, so overload is reported before any response
-        starts; then returns the items fn's iterator yields, each as soon as the worker
-        makes it. Closing the returned iterator early stops the worker at its next item."""
+        """Admits now and waits for a worker and for the first item, so overload and a
+        failure before anything was made (bad input the library refuses) are reported
+        before any response starts; then returns the items fn's iterator yields, each as
+        soon as the worker makes it. Closing the returned iterator early stops the worker
+        at its next item."""
         job = self._admit()
         loop = job.loop
         items: asyncio.Queue[Any] = asyncio.Queue()
@@ -178,11 +225,22 @@ class BoundedExecutor:
             raise
         if future.done() and not future.cancelled() and future.exception() is not None:
             raise future.exception()  # type: ignore[misc]
-        return self._drain(job, items)
+        try:
+            first = await items.get()
+        except BaseException:
+            job.abandon()
+            raise
+        if isinstance(first, BaseException):
+            job.abandon()
+            raise first
+        return self._drain(job, first, items)
 
     @staticmethod
-    async def _drain(job: _Job, items: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    async def _drain(job: _Job, first: Any, items: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         try:
+            if first is _END:
+                return
+            yield first
             while True:
                 item = await items.get()
                 if item is _END:

@@ -23,6 +23,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Where a streamed response that failed after its 200 went out records the status it would
+# have had, for the metrics and the access log (the client saw it as an error event or a
+# cut-off body).
+_FAILED_STATUS = "voice_engines.failed_status"
+
+
+def mark_failed(scope: Scope, status: int) -> None:
+    scope[_FAILED_STATUS] = status
+
+
+def outcome_status(scope: Scope, sent: int, raised: bool) -> int:
+    """The status a request counts as: the one sent, unless its stream broke after
+    starting (an exception: 500) or ended in an error event (the error's status)."""
+    if raised and sent < 400:
+        return 500
+    failed = scope.get(_FAILED_STATUS)
+    return failed if isinstance(failed, int) and sent < 400 else sent
 
 
 class RequestMetrics:
@@ -64,12 +81,13 @@ class RouteMetricsMiddleware:
         endpoint = scope["path"]
         metrics.requests.labels(endpoint).inc()
         started = time.perf_counter()
-        status = 500
+        sent = 500
+        raised = False
 
         async def observing_send(message: Message) -> None:
-            nonlocal status
+            nonlocal sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                sent = message["status"]
             await send(message)
 
         try:
@@ -77,9 +95,10 @@ class RouteMetricsMiddleware:
         except BaseException:
             # Raised after the response started (e.g. mid-stream): the client saw a 200
             # that broke off, which is a failure all the same.
-            status = 500
+            raised = True
             raise
         finally:
+            status = outcome_status(scope, sent, raised)
             if status >= 400:
                 metrics.errors.labels(endpoint, str(status)).inc()
             metrics.duration.labels(endpoint).observe(time.perf_counter() - started)

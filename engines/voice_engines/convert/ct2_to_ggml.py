@@ -254,6 +254,9 @@ def convert(model_dir: Path, output: Path, use_f16: bool = True) -> WhisperHPara
     try:
         with os.fdopen(fd, "wb") as out:
             write_ggml(out, hp, mel_filters(hp.n_mels), vocabulary, whisper_tensors(model, hp))
+            # mkstemp makes the file 0600; a model is read by other users (the engine
+            # image's uid 10001, whoever converted it).
+            os.fchmod(out.fileno(), 0o644)
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

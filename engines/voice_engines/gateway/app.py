@@ -20,7 +20,12 @@ from starlette.responses import Response
 from voice_engines.common.app import from_state
 from voice_engines.common.body_limit import BodySizeLimitMiddleware
 from voice_engines.common.correlation import CorrelationIdMiddleware
-from voice_engines.common.errors import ApiError, error_response, install_error_handlers
+from voice_engines.common.errors import (
+    ApiError,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware, metrics_response
 from voice_engines.gateway.audio import normalize_upload, pcm_seconds, pcm_to_wav
 from voice_engines.gateway.keys import Secrets
@@ -152,7 +157,7 @@ async def health() -> Response:
     return JSONResponse({"status": "alive"})
 
 
-@router.get("/ready")
+@router.get("/ready", responses=error_responses(503))
 async def ready(gateway: GatewayState) -> Response:
     try:
         routes = gateway.current_routes()
@@ -193,7 +198,7 @@ async def routes_endpoint(gateway: GatewayState) -> Response:
     )
 
 
-@router.post("/v1/turn")
+@router.post("/v1/turn", responses=error_responses(400, 408, 413, 415, 422, 429, 502, 503, 504))
 async def turn(request: Request, gateway: GatewayState) -> Response:
     settings = gateway.settings
     # Taken once: a reload while this turn runs does not move it.
@@ -246,7 +251,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="voice-gateway", lifespan=lifespan)
     app.state.gateway = gateway
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=gateway.settings.gateway_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=gateway.settings.gateway_max_body_bytes,
+        timeout_s=gateway.settings.gateway_body_timeout,
+    )
     app.add_middleware(RouteMetricsMiddleware, routes={"/v1/turn": gateway.requests})
     app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
     app.include_router(router)

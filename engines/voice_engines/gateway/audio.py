@@ -16,15 +16,8 @@ STT_RATE = 16_000
 def normalize_upload(data: bytes, max_seconds: float, field: str = "file") -> tuple[bytes, float]:
     """(16 kHz mono 16-bit WAV, seconds). 400/415 for empty or undecodable uploads, 413
     for long ones. CPU work: run it off the event loop."""
-    samples, rate = decode_audio(data, field)
+    samples, rate = decode_audio(data, field, max_seconds)
     seconds = samples.shape[0] / rate
-    if seconds > max_seconds:
-        raise ApiError(
-            413,
-            "audio_too_long",
-            f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s",
-            field=field,
-        )
     return encode(to_mono_at(samples, rate, STT_RATE), STT_RATE, "wav"), seconds
 
 

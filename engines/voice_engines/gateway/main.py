@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 
 from voice_engines.common.json_logging import configure_json_logging
+from voice_engines.common.server import uvicorn_options
 from voice_engines.gateway.app import create_app
 from voice_engines.gateway.keys import RedactingFilter
 from voice_engines.gateway.settings import GatewaySettings
@@ -16,15 +17,7 @@ def main() -> None:
     app = create_app(settings)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter(app.state.gateway.secrets))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        # Lets in-flight turns finish when the pod is terminated.
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(app, host=settings.host, port=settings.port, **uvicorn_options())
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 
 from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
-from voice_engines.common.errors import ApiError, error_body
-from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.common.errors import ApiError, error_body, error_responses
+from voice_engines.common.metrics import RequestMetrics, histogram, mark_failed
 from voice_engines.common.sessions import SessionStore
+from voice_engines.common.text import check_text
 from voice_engines.llm.backends import ChatBackend, Completion, GenerationParams, load_backend
 from voice_engines.llm.backends.base import Delta, Message
 from voice_engines.llm.schemas import ChatCompletionRequest, ChatRequest, GenerateRequest
 from voice_engines.llm.settings import LlmEngineSettings
 
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# Every chat template spends at least this many tokens on a message (its role and end
+# markers), so a conversation of more than LLM_CONTEXT / this messages cannot fit.
+MIN_TOKENS_PER_MESSAGE = 2
 
 
 class LlmEngine:
@@ -67,6 +71,19 @@ class LlmEngine:
         )
 
     def check_prompt(self, messages: list[Message], field: str) -> None:
+        """Refuses up front what cannot be answered, before the template and the tokenizer
+        spend time on it."""
+        for message in messages:
+            check_text(message["content"], field)
+        most = self.settings.llm_context // MIN_TOKENS_PER_MESSAGE
+        if len(messages) > most:
+            raise ApiError(
+                400,
+                "context_overflow",
+                f"{len(messages)} messages cannot fit the model's context of "
+                f"{self.settings.llm_context} tokens (at most {most} can)",
+                field=field,
+            )
         size = sum(len(m["content"]) for m in messages)
         if size > self.settings.llm_max_prompt_chars:
             raise ApiError(
@@ -89,6 +106,7 @@ class LlmEngine:
 
 
 def _require_text(text: str, field: str) -> None:
+    check_text(text, field)
     if not text.strip():
         raise ApiError(400, "empty_text", f"{field} is empty", field=field)
 
@@ -96,6 +114,7 @@ def _require_text(text: str, field: str) -> None:
 Engine = Annotated[LlmEngine, Depends(from_state("engine"))]
 Sessions = Annotated[SessionStore, Depends(from_state("sessions"))]
 router = APIRouter()
+GENERATE_ERRORS = error_responses(400, 408, 413, 422, 429, 502, 503)
 
 
 async def _complete(
@@ -119,12 +138,15 @@ def _usage(result: Completion) -> dict[str, int]:
     }
 
 
-@router.post("/generate")
+@router.post("/generate", responses=GENERATE_ERRORS)
 async def generate(
     request: Request, engine: Engine, executor: Executor, body: GenerateRequest
 ) -> JSONResponse:
     _require_text(body.prompt, "prompt")
     params = engine.params(body.max_tokens, body.temperature, body.stop, body.seed)
+    check_text(body.system, "system")
+    for text in body.stop:
+        check_text(text, "stop")
     messages = engine.with_system([{"role": "user", "content": body.prompt}], body.system)
     engine.check_prompt(messages, "prompt")
     result = await _complete(request, engine, executor, messages, params)
@@ -138,7 +160,7 @@ async def generate(
     )
 
 
-@router.post("/chat")
+@router.post("/chat", responses=GENERATE_ERRORS)
 async def chat(
     request: Request, engine: Engine, executor: Executor, sessions: Sessions, body: ChatRequest
 ) -> JSONResponse:
@@ -164,12 +186,14 @@ async def chat(
     )
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=GENERATE_ERRORS)
 async def chat_completions(
     request: Request, engine: Engine, executor: Executor, body: ChatCompletionRequest
 ) -> Response:
     max_tokens = body.max_completion_tokens or body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    for text in stop or ():
+        check_text(text, "stop")
     params = engine.params(max_tokens, body.temperature, stop, body.seed)
     messages: list[Message] = [
         # Ollama and llama.cpp templates know "system", not OpenAI's newer "developer".
@@ -189,7 +213,7 @@ async def chat_completions(
         assert engine.backend is not None
         deltas = await executor.stream(engine.backend.stream, messages, params)
         return StreamingResponse(
-            completion.events(engine, deltas, include_usage),
+            completion.events(request, engine, deltas, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -244,7 +268,11 @@ class _CompletionChunks:
         return self.chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
 
     async def events(
-        self, engine: LlmEngine, deltas: AsyncIterator[Delta], include_usage: bool
+        self,
+        request: Request,
+        engine: LlmEngine,
+        deltas: AsyncIterator[Delta],
+        include_usage: bool,
     ) -> AsyncIterator[bytes]:
         yield self.delta({"role": "assistant", "content": ""})
         try:
@@ -265,7 +293,9 @@ class _CompletionChunks:
                         },
                     )
         except ApiError as exc:
-            # Headers are gone: the error travels as an event, as OpenAI sends it.
+            # Headers are gone: the error travels as an event, as OpenAI sends it, and the
+            # request counts as the failure it is.
+            mark_failed(request.scope, exc.status)
             yield self.event(error_body(exc.code, exc.message, exc.field))
         yield b"data: [DONE]\n\n"
 

@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import decode_audio, to_mono_at
-from voice_engines.common.errors import ApiError
+from voice_engines.common.errors import ApiError, error_responses
 from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.common.text import check_text, shortened
 from voice_engines.stt.backends import SpeechToText, Transcript, load_backend
 from voice_engines.stt.backends.base import SAMPLE_RATE
 from voice_engines.stt.settings import SttEngineSettings
@@ -46,6 +47,7 @@ class SttEngine:
 
     def language(self, requested: str | None) -> str | None:
         """None means detect. English-only models get "en" whatever was configured."""
+        check_text(requested, "language")
         language = (requested or self.settings.stt_language).strip().lower()
         multilingual = self.backend.multilingual if self.backend else True
         if language == "auto":
@@ -54,8 +56,8 @@ class SttEngine:
             raise ApiError(
                 400,
                 "unsupported_language",
-                f"model {self.settings.model_name} is English-only; language {language!r} "
-                "is not available",
+                f"model {self.settings.model_name} is English-only; language "
+                f"{shortened(language)} is not available",
                 field="language",
             )
         return language
@@ -65,16 +67,7 @@ class SttEngine:
     ) -> Transcript:
         """Runs on a worker thread: decoding and resampling are CPU work too."""
         assert self.backend is not None
-        samples, rate = decode_audio(data)
-        seconds = samples.shape[0] / rate
-        if seconds > self.settings.stt_max_audio_seconds:
-            raise ApiError(
-                413,
-                "audio_too_long",
-                f"audio is {seconds:.0f} s long; the limit is "
-                f"{self.settings.stt_max_audio_seconds:g} s",
-                field="file",
-            )
+        samples, rate = decode_audio(data, "file", self.settings.stt_max_audio_seconds)
         audio = to_mono_at(samples, rate, SAMPLE_RATE)
         return self.backend.transcribe(audio, language, temperature, prompt)
 
@@ -85,6 +78,7 @@ def _model_card(name: str) -> dict[str, Any]:
 
 Engine = Annotated[SttEngine, Depends(from_state("engine"))]
 router = APIRouter()
+TRANSCRIBE_ERRORS = error_responses(400, 408, 413, 415, 422, 429, 503)
 
 
 async def _transcribe(
@@ -97,6 +91,7 @@ async def _transcribe(
     prompt: str | None,
 ) -> tuple[Transcript, float]:
     require_ready(request.app)
+    check_text(prompt, "prompt")
     data = await file.read()
     if not data:
         raise ApiError(400, "empty_upload", "the uploaded file is empty", field="file")
@@ -112,7 +107,7 @@ async def _transcribe(
     return result, time.perf_counter() - started
 
 
-@router.post("/transcribe")
+@router.post("/transcribe", responses=TRANSCRIBE_ERRORS)
 async def transcribe_native(
     request: Request,
     engine: Engine,
@@ -141,7 +136,7 @@ async def transcribe_native(
     )
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", responses=TRANSCRIBE_ERRORS)
 async def transcribe_openai(
     request: Request,
     engine: Engine,
@@ -155,6 +150,15 @@ async def transcribe_openai(
     response_format: Annotated[Literal["json", "text", "verbose_json"], Form()] = "json",
     temperature: TemperatureForm = None,
 ) -> Response:
+    if (await request.form()).get("response_format") == "":
+        # FastAPI reads an empty form field as absent; an empty format is a client's
+        # mistake, not a request for the default.
+        raise ApiError(
+            400,
+            "unsupported_format",
+            "response_format is empty; use json, text or verbose_json",
+            field="response_format",
+        )
     result, _ = await _transcribe(request, engine, executor, file, language, temperature, prompt)
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
 from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_header
-from voice_engines.common.errors import ApiError
+from voice_engines.common.errors import ApiError, error_responses
 from voice_engines.common.metrics import RequestMetrics, histogram
+from voice_engines.common.text import check_text, shortened
 from voice_engines.tts.backends.piper import PiperBackend
 from voice_engines.tts.settings import TtsEngineSettings
 
@@ -26,13 +27,16 @@ MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
 # Clients that always send a voice (OpenAI's require one) may send this to mean "the
 # configured voice".
 DEFAULT_VOICE = "default"
+# Longer than any voice name; a longer one is refused as invalid before it is looked up.
+MAX_VOICE_CHARS = 256
+VoiceName = Annotated[str | None, Field(max_length=MAX_VOICE_CHARS)]
 
 
 class SynthesizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
-    voice: str | None = None
+    voice: VoiceName = None
     speed: float | None = Field(None, ge=0.25, le=4.0)
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     format: AudioFormat = "wav"
@@ -47,7 +51,7 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: str
-    voice: str | None = None
+    voice: VoiceName = None
     model: str | None = None
     response_format: Literal["wav", "pcm", "flac", "mp3", "opus", "aac"] = "wav"
     speed: float | None = Field(None, ge=0.25, le=4.0)
@@ -74,6 +78,7 @@ class TtsEngine:
         return {"voice": self.settings.voice_name}
 
     def check(self, text: str, voice: str | None) -> PiperBackend:
+        check_text(text, "text")
         if not text.strip():
             raise ApiError(400, "empty_text", "text is empty", field="text")
         if len(text) > self.settings.tts_max_text_chars:
@@ -88,7 +93,7 @@ class TtsEngine:
             raise ApiError(
                 400,
                 "unknown_voice",
-                f"voice {voice!r} is not served here; GET /voices lists the voices",
+                f"voice {shortened(voice)} is not served here; GET /voices lists the voices",
                 field="voice",
             )
         return self.voice
@@ -115,6 +120,7 @@ class TtsEngine:
 
 Engine = Annotated[TtsEngine, Depends(from_state("engine"))]
 router = APIRouter()
+SPEAK_ERRORS = error_responses(400, 408, 413, 422, 429, 503)
 
 
 async def _speak(
@@ -130,14 +136,17 @@ async def _speak(
 ) -> Response:
     require_ready(request.app)
     voice = engine.check(text, voice_name)
-    engine.text_length.observe(len(text))
     speed = speed or engine.settings.tts_speed
     rate = rate or voice.info.sample_rate
     headers = {"X-Sample-Rate": str(rate)}
     if stream and fmt in ("wav", "pcm"):
         chunks = await executor.stream(engine.stream_pcm, voice, text, speed, rate)
         return StreamingResponse(
-            _with_header(chunks, streaming_wav_header(rate) if fmt == "wav" else b""),
+            _spoken(
+                engine,
+                len(text),
+                _with_header(chunks, streaming_wav_header(rate) if fmt == "wav" else b""),
+            ),
             media_type=MEDIA_TYPES[fmt],
             headers=headers,
         )
@@ -145,6 +154,7 @@ async def _speak(
     data = (
         await executor.run(encode, audio, rate, fmt) if fmt == "flac" else encode(audio, rate, fmt)
     )
+    engine.text_length.observe(len(text))
     return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
@@ -158,7 +168,16 @@ async def _with_header(chunks: AsyncIterator[bytes], header: bytes) -> AsyncIter
         yield header
 
 
-@router.post("/synthesize")
+async def _spoken(
+    engine: TtsEngine, characters: int, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """A stream counted as synthesized text only once all of it was made and sent."""
+    async for chunk in chunks:
+        yield chunk
+    engine.text_length.observe(characters)
+
+
+@router.post("/synthesize", responses=SPEAK_ERRORS)
 async def synthesize(
     request: Request, engine: Engine, executor: Executor, body: SynthesizeRequest
 ) -> Response:
@@ -175,7 +194,7 @@ async def synthesize(
     )
 
 
-@router.post("/v1/audio/speech")
+@router.post("/v1/audio/speech", responses=SPEAK_ERRORS)
 async def speech(
     request: Request, engine: Engine, executor: Executor, body: SpeechRequest
 ) -> Response:
@@ -208,13 +227,13 @@ def _voices(request: Request, engine: TtsEngine) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/voices")
+@router.get("/voices", responses=error_responses(503))
 async def voices(request: Request, engine: Engine) -> JSONResponse:
     return JSONResponse({"voices": _voices(request, engine)})
 
 
-@router.get("/models")
-@router.get("/v1/models")
+@router.get("/models", responses=error_responses(503))
+@router.get("/v1/models", responses=error_responses(503))
 async def models(request: Request, engine: Engine) -> JSONResponse:
     return JSONResponse(
         {

@@ -14,6 +14,8 @@ from voice_engines.stt.settings import SttEngineSettings
 
 # whisper.cpp's own test: multilingual vocabularies have 51865 tokens or more.
 MULTILINGUAL_VOCAB = 51865
+# whisper.cpp's own default step of its temperature fallback.
+DEFAULT_TEMPERATURE_INC = 0.2
 
 
 def ggml_vocab_size(path: Path) -> int:
@@ -58,6 +60,10 @@ class WhisperCppBackend:
                 language=language,
                 detect_language=False,
                 temperature=temperature,
+                # whisper.cpp re-decodes a segment it finds doubtful at ever higher
+                # temperatures, by sampling: at temperature 0 the caller asked for the
+                # one greedy answer, the same every time (as faster-whisper gives it).
+                temperature_inc=0.0 if temperature == 0 else DEFAULT_TEMPERATURE_INC,
                 initial_prompt=prompt or "",
             )
         parts = [
