@@ -20,6 +20,7 @@ from kubernetes import client, config
 from voice_operator import API_VERSION, FIELD_MANAGER
 from voice_operator.cache import SERVED, Caches
 from voice_operator.hashing import short_hash
+from voice_operator.metrics import APPLIES
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +204,10 @@ class Kube:
             and covers(live, obj)
         ):
             self.unchanged += 1
+            APPLIES.labels(kind, "unchanged").inc()
             return live
         self.applied += 1
+        APPLIES.labels(kind, "written").inc()
         path = RESOURCES[kind].path(meta.get("namespace"), meta["name"])
         result: dict = self._call(
             "PATCH",

@@ -30,6 +30,12 @@ ROLLOUTS = Counter(
     "Component rollouts by outcome (started, succeeded, failed).",
     ["component", "outcome"],
 )
+APPLIES = Counter(
+    "voice_operator_applies_total",
+    "Children the operator meant to apply, by kind and result: written, or unchanged (the "
+    "live object already was what it would write, so nothing was sent).",
+    ["kind", "result"],
+)
 ROLLBACKS = Counter(
     "voice_operator_rollbacks_total", "Automatic rollbacks, by component.", ["component"]
 )

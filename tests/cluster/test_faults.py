@@ -779,13 +779,6 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(str(e))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a version that failed with DiskFull is never downloaded again: the fetch Job's "
-    "name hashes only spec.version and spec.files (fetch_job_name -> source_hash), so raising "
-    "spec.storage.size, the README's remedy, keeps the failed Job and its Failed report and "
-    "the asset stays Failed (DiskFull) with room on the volume",
-)
 def test_volume_full(ground: Ground, small_volume: Path):
     v1 = {p.name: p.read_bytes() for p in (small_volume / "joe" / "v1").iterdir()}
     good = ground.stage("tts")["revision"]

@@ -12,6 +12,7 @@ from testground.harness import (
     ServedModel,
     condition,
     download_job,
+    make_ready_asset,
     run_fetch_job,
     run_job_command,
     wait_for,
@@ -274,4 +275,50 @@ def test_deleting_the_asset_removes_what_it_owns(
     wait_for(
         "the ServiceAccount gone",
         lambda: kube.get("ServiceAccount", "joe-fetch", namespace) is None,
+    )
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_asset_an_agent_uses_is_not_deleted_until_nothing_uses_it(
+    cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    model_server: dict[str, ServedModel],
+    tmp_path: Path,
+):
+    make_ready_asset(cluster, kube, namespace, "joe", model_server, tmp_path)
+    cluster.apply(
+        {
+            "apiVersion": "voiceops.dev/v1alpha1",
+            "kind": "VoiceAgent",
+            "metadata": {"name": "support", "namespace": namespace},
+            "spec": {
+                "stt": {"provider": "internal", "model": "missing-stt"},
+                "llm": {"provider": "internal", "model": "missing-llm"},
+                "tts": {"provider": "internal", "model": "joe"},
+            },
+        }
+    )
+    wait_for(
+        "the in-use finalizer",
+        lambda: (
+            "voiceops.dev/in-use" in (asset(kube, namespace)["metadata"].get("finalizers") or [])
+        ),
+    )
+    cluster.kubectl("delete", "modelasset", "joe", "-n", namespace, "--wait=false")
+
+    def blocked():
+        c = condition(asset(kube, namespace), "InUse")
+        return c if c.get("reason") == "DeletionBlocked" else None
+
+    c = wait_for("deletion blocked", blocked)
+    assert "support" in c["message"]
+    assert kube.get("PersistentVolumeClaim", "joe-models", namespace) is not None
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    assert any(e["reason"] == "DeletionBlocked" and e["type"] == "Warning" for e in events["items"])
+
+    cluster.kubectl("delete", "voiceagent", "support", "-n", namespace, "--wait=true")
+    wait_for("the asset gone", lambda: kube.get("ModelAsset", "joe", namespace) is None, 90)
+    wait_for(
+        "the PVC gone", lambda: kube.get("PersistentVolumeClaim", "joe-models", namespace) is None
     )

@@ -91,7 +91,14 @@ def apply_failure(
         before, "Degraded", "True", "ApplyFailed", f"{child}: {message}", generation, now
     )
     wire = [c.wire() for c in after]
-    patch = status_patch({"conditions": status.get("conditions") or []}, {"conditions": wire})
+    # This generation was seen, and found impossible to apply: that is its status.
+    patch = status_patch(
+        {
+            "conditions": status.get("conditions") or [],
+            "observedGeneration": status.get("observedGeneration"),
+        },
+        {"conditions": wire, "observedGeneration": generation},
+    )
     events = transition_events(before, after)
     if not events and patch:
         # Same reason, another message (another child or apiserver answer): worth an Event.

@@ -48,10 +48,11 @@ def test_a_refused_child_makes_the_owner_degraded_once():
     degraded = conditions["Degraded"]
     assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
     assert degraded["message"] == "Service a-stt: 422 Invalid: spec.ports"
+    assert patch["status"]["observedGeneration"] == 3
     assert [(e.type, e.reason) for e in events] == [("Warning", "ApplyFailed")]
     # The same refusal again: nothing to write, nothing to tell.
     again, events = apply_failure(
-        {"conditions": patch["status"]["conditions"]},
+        {"conditions": patch["status"]["conditions"], "observedGeneration": 3},
         3,
         "Service a-stt",
         "422 Invalid: spec.ports",
