@@ -238,7 +238,11 @@ def desired_service(
     )
 
 
-_ROUTE = {"stt": wire.SttRoute, "llm": wire.LlmRoute, "tts": wire.TtsRoute}
+_ROUTE: dict[str, type[wire.StageRoute]] = {
+    "stt": wire.SttRoute,
+    "llm": wire.LlmRoute,
+    "tts": wire.TtsRoute,
+}
 
 
 def _route_settings(component: str, settings: dict[str, Any]) -> wire.RouteSettings:
