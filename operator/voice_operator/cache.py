@@ -177,7 +177,9 @@ class Informer:
                     return
                 # A watch that ran a while had recovered: its end starts the count again.
                 failures = 1 if time.monotonic() - started > WATCH_SECONDS / 5 else failures + 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                # Capped low: a relist is one request, and a cache left stale long after
+                # the apiserver is back holds every reconcile of the namespace behind it.
+                delay = min(5.0, 0.5 * 2 ** min(failures, 4))
                 level = logging.INFO if _expected(e) else logging.WARNING
                 log.log(
                     level,
