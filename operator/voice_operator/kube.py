@@ -240,29 +240,22 @@ class Kube:
     def patch(self, kind: str, name: str, namespace: str, patch: dict) -> dict | None:
         """A JSON merge patch of the object itself (None if it is gone); a resourceVersion
         in the patch makes it fail with 409 if the object changed meanwhile."""
-        try:
-            return self._call(
-                "PATCH",
-                RESOURCES[kind].path(namespace, name),
-                body=patch,
-                query=[("fieldManager", FIELD_MANAGER)],
-                content_type="application/merge-patch+json",
-            )
-        except KubeError as e:
-            if e.status == 404:
-                return None
-            raise
+        return self._merge_patch(RESOURCES[kind].path(namespace, name), patch)
 
     def patch_status(self, kind: str, name: str, namespace: str, patch: dict) -> dict | None:
         """A JSON merge patch of the status subresource (None if the object is gone)."""
+        return self._merge_patch(RESOURCES[kind].path(namespace, name, "status"), patch)
+
+    def _merge_patch(self, path: str, patch: dict) -> dict | None:
         try:
-            return self._call(
+            result: dict = self._call(
                 "PATCH",
-                RESOURCES[kind].path(namespace, name, "status"),
+                path,
                 body=patch,
                 query=[("fieldManager", FIELD_MANAGER)],
                 content_type="application/merge-patch+json",
             )
+            return result
         except KubeError as e:
             if e.status == 404:
                 return None
