@@ -146,6 +146,15 @@ def build_engine_app(
     return app
 
 
+def model_list(*cards: dict[str, Any]) -> JSONResponse:
+    """GET /v1/models as OpenAI answers it: a list of model objects."""
+    return JSONResponse({"object": "list", "data": list(cards)})
+
+
+def model_card(name: str, owned_by: str, **extra: Any) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owned_by, **extra}
+
+
 def require_ready(app: FastAPI) -> None:
     lifecycle: ModelLifecycle = app.state.lifecycle
     lifecycle.require_ready(app.state.settings.engine_retry_after)

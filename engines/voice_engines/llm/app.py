@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
+from voice_engines.common.app import (
+    Executor,
+    build_engine_app,
+    from_state,
+    model_card,
+    model_list,
+    require_ready,
+)
 from voice_engines.common.errors import ApiError, error_body, error_responses
 from voice_engines.common.metrics import RequestMetrics, histogram, mark_failed
 from voice_engines.common.sessions import SessionStore
@@ -304,19 +311,7 @@ class _CompletionChunks:
 @router.get("/v1/models")
 async def models(engine: Engine) -> JSONResponse:
     settings = engine.settings
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "id": settings.llm_model,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": settings.llm_backend,
-                }
-            ],
-        }
-    )
+    return model_list(model_card(settings.llm_model, settings.llm_backend))
 
 
 def create_app(settings: LlmEngineSettings | None = None) -> FastAPI:

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
-from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
+from voice_engines.common.app import (
+    Executor,
+    build_engine_app,
+    from_state,
+    model_card,
+    model_list,
+    require_ready,
+)
 from voice_engines.common.audio import decode_audio, to_mono_at
 from voice_engines.common.errors import ApiError, error_responses
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -70,10 +77,6 @@ class SttEngine:
         samples, rate = decode_audio(data, "file", self.settings.stt_max_audio_seconds)
         audio = to_mono_at(samples, rate, SAMPLE_RATE)
         return self.backend.transcribe(audio, language, temperature, prompt)
-
-
-def _model_card(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "voice-operator"}
 
 
 Engine = Annotated[SttEngine, Depends(from_state("engine"))]
@@ -193,11 +196,8 @@ async def transcribe_openai(
 @router.get("/v1/models")
 async def models(engine: Engine) -> JSONResponse:
     settings = engine.settings
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [{**_model_card(settings.model_name), "backend": settings.stt_backend}],
-        }
+    return model_list(
+        model_card(settings.model_name, "voice-operator", backend=settings.stt_backend)
     )
 
 

@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice_engines.common.app import Executor, build_engine_app, from_state, require_ready
+from voice_engines.common.app import (
+    Executor,
+    build_engine_app,
+    from_state,
+    model_card,
+    model_list,
+    require_ready,
+)
 from voice_engines.common.audio import encode, pcm16, resample, streaming_wav_header
 from voice_engines.common.errors import ApiError, error_responses
 from voice_engines.common.metrics import RequestMetrics, histogram
@@ -235,15 +242,7 @@ async def voices(request: Request, engine: Engine) -> JSONResponse:
 @router.get("/models", responses=error_responses(503))
 @router.get("/v1/models", responses=error_responses(503))
 async def models(request: Request, engine: Engine) -> JSONResponse:
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [
-                {"id": v["name"], "object": "model", "created": 0, "owned_by": "piper"}
-                for v in _voices(request, engine)
-            ],
-        }
-    )
+    return model_list(*(model_card(v["name"], "piper") for v in _voices(request, engine)))
 
 
 def create_app(settings: TtsEngineSettings | None = None) -> FastAPI:
