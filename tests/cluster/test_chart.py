@@ -239,7 +239,10 @@ def test_the_operator_watches_only_its_own_objects_and_never_lists_secret_values
             assert query.get("labelSelector") == ["app.kubernetes.io/managed-by=voice-operator"], (
                 event["requestURI"]
             )
-        if resource == "secrets" and event["verb"] == "list":
+        # A list the apiserver failed (the restart in the fault catalogue cuts some) answered
+        # nothing at all, so only the answered ones can show what they carried.
+        answered = (event.get("responseStatus") or {}).get("code") == 200
+        if resource == "secrets" and event["verb"] == "list" and answered:
             answer = event.get("responseObject") or {}
             assert answer.get("kind") == "PartialObjectMetadataList", event["requestURI"]
             assert all("data" not in item for item in answer.get("items") or [])

@@ -8,7 +8,7 @@ from voice_operator.controllers.execute import execute
 from voice_operator.kube import Kube
 from voice_operator.observe import observe_asset
 from voice_operator.plan.modelasset import plan_model_asset
-from voice_operator.plan.usage import agents_using, versions_in_use
+from voice_operator.plan.usage import asset_usage
 from voice_operator.render.meta import LABEL_ASSET, MANAGED, Owner
 from voice_operator.settings import OperatorSettings
 from voice_operator.workqueue import Key
@@ -21,16 +21,16 @@ def reconcile_model_asset(kube: Kube, settings: OperatorSettings, key: Key) -> f
         return None  # deleted: the garbage collector removes what it owned
     meta = asset["metadata"]
     jobs = kube.list("Job", key.namespace, labels={LABEL_ASSET: key.name, **MANAGED})
-    agents = kube.list("VoiceAgent", key.namespace)
+    usage = asset_usage(kube.list("VoiceAgent", key.namespace), key.name)
     observation = observe_asset(
         owner=Owner("ModelAsset", meta["name"], meta["namespace"], meta["uid"]),
         generation=meta.get("generation", 0),
         spec=asset.get("spec", {}),
         status=asset.get("status", {}) or {},
         jobs=jobs,
-        versions_in_use=versions_in_use(agents, key.name),
+        versions_in_use=usage.versions,
         now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-        users=agents_using(agents, key.name),
+        users=usage.users,
         metadata=meta,
     )
     plan = plan_model_asset(observation, settings)
