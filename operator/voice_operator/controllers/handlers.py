@@ -21,6 +21,7 @@ from voice_operator.controllers.voiceagent import reconcile_voice_agent
 from voice_operator.kube import Kube
 from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
 from voice_operator.observe import references
+from voice_operator.plan.usage import assets_of
 from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET
 from voice_operator.settings import OperatorSettings
 from voice_operator.workqueue import Key, WorkQueue
@@ -204,6 +205,7 @@ def voice_agent_event(
     namespace: str | None,
     name: str | None,
     spec: kopf.Spec,
+    status: kopf.Status,
     memo: Any,
     **kwargs: Any,
 ) -> None:
@@ -213,6 +215,7 @@ def voice_agent_event(
     runtime.references = _references(kwargs)
     key = Key("VoiceAgent", namespace, name)
     runtime.enqueue(key, deleted=_deleted(event))
-    # What an agent uses decides which asset versions may be pruned.
-    for asset in references(dict(spec))[0]:
+    # What an agent uses decides which asset versions may be pruned and whether the asset
+    # may go: wake the ones it names and the ones its status still holds.
+    for asset in assets_of({"spec": dict(spec), "status": dict(status)}):
         runtime.queue.add(Key("ModelAsset", namespace, asset))

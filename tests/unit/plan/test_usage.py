@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice_operator.plan.usage import asset_usage
+from voice_operator.plan.usage import asset_usage, assets_of
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +45,16 @@ def test_an_agent_that_only_names_the_asset_holds_it():
     named = agent("fresh", spec={"stt": {"provider": "internal", "model": "whisper"}})
     usage = asset_usage([named], "whisper")
     assert (usage.versions, usage.users) == (frozenset(), ("fresh",))
+
+
+def test_the_assets_an_agent_decides_include_what_its_status_still_holds():
+    switched = agent(
+        "switched",
+        spec={"stt": {"provider": "external"}, "tts": {"provider": "internal", "model": "joe"}},
+        stt={"provider": "external", "draining": internal("whisper", "v1")},
+    )
+    assert assets_of(switched) == {"joe", "whisper"}
+
+
+def test_a_status_written_by_hand_holds_nothing():
+    assert asset_usage([{"metadata": {"name": "x"}, "status": {"components": 3}}], "w").users == ()
