@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -17,6 +20,7 @@ import prometheus_client
 from prometheus_client.exposition import ThreadingWSGIServer
 
 import voice_operator.controllers.handlers  # noqa: F401  (registers the handlers)
+from voice_operator.peering import PeeringConfig
 
 READINESS_PATH = "/readyz"
 
@@ -111,14 +115,24 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.metrics_port:
         serve_metrics(args.metrics_port, ready)
+    priority = seniority_priority() if args.peering_priority is None else args.peering_priority
+    # Our own identity, given to kopf too, so the work queue's gate knows its entry.
+    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+    memo = kopf.Memo()
+    if args.peering is not None:
+        memo["peering"] = PeeringConfig(
+            args.peering, identity, priority, namespaces=tuple(args.namespace)
+        )
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=seniority_priority() if args.peering_priority is None else args.peering_priority,
+        priority=priority,
+        identity=cast(Any, identity),
         liveness_endpoint=args.liveness,
         ready_flag=ready,
+        memo=memo,
     )
 
 

@@ -452,13 +452,6 @@ def test_namespaced_install_reconciles_its_namespace_only_with_a_role(
         assert problems == [], problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a paused replica keeps working: kopf's pause stops its watch streams, but the "
-    "operator's own work queue and its resync loop (controllers/handlers.py, Runtime.resync) "
-    "keep reconciling every object it already knew, so `kopf freeze`, a higher-priority "
-    "peer, or a replica that was taken for dead and comes back still writes",
-)
 def test_a_replica_paused_by_kopf_freeze_does_no_work(
     cluster: Cluster,
     kube: Kube,

@@ -21,6 +21,7 @@ from voice_operator.controllers.voiceagent import reconcile_voice_agent
 from voice_operator.kube import Kube
 from voice_operator.metrics import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
 from voice_operator.observe import references
+from voice_operator.peering import PeeringGate
 from voice_operator.plan.usage import assets_of
 from voice_operator.render.meta import LABEL_AGENT, LABEL_ASSET
 from voice_operator.settings import OperatorSettings
@@ -50,6 +51,8 @@ class Runtime:
         # kopf's live view of agents_by_reference, kept from the first handler given it:
         # the caches' threads wake agents through it too.
         self.references: kopf.Index[Any, Key] | None = None
+        # With peers: reconciles wait while one outranks this replica (peering.py).
+        self.gate: PeeringGate | None = None
 
     def child_changed(self, kind: str, namespace: str, obj: dict[str, Any]) -> None:
         """A cached object changed (called from its cache's thread): wake its owner."""
@@ -67,6 +70,8 @@ class Runtime:
             self.wake_referrers(self.references, ("Secret", namespace, name))
 
     async def reconcile(self, key: Key) -> float | None:
+        if self.gate is not None:
+            await self.gate.wait_open()
         reconciler: Callable[[Kube, OperatorSettings, Key], float | None] = (
             reconcile_model_asset
             if key.kind == "ModelAsset"
@@ -140,6 +145,11 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         asyncio.create_task(runtime.queue.run(), name="work-queue"),
         asyncio.create_task(runtime.resync(), name="resync"),
     ]
+    if (peering := memo.get("peering")) is not None:
+        runtime.gate = PeeringGate(
+            peering, client.ApiClient(kube.api.configuration), asyncio.get_running_loop()
+        )
+        runtime.tasks.append(asyncio.create_task(runtime.gate.run(), name="peering-gate"))
     memo["runtime"] = runtime
 
 
