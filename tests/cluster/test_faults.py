@@ -445,7 +445,13 @@ def ground(
             cluster.apply(g.asset("whisper", "v1"), g.asset("joe", "v1"))
             g.wait_asset("whisper", "v1")
             g.wait_asset("joe", "v1")
-            cluster.apply(agent_manifest(namespace))
+            deadline = getattr(request.function, "progress_deadline", None)
+            rollout = (
+                {"rollout": {"progressDeadlineSeconds": deadline, "autoRollback": True}}
+                if deadline
+                else {}
+            )
+            cluster.apply(agent_manifest(namespace, **rollout))
             g.wait_serving(stt="v1", tts="v1")
             g.baseline = g.children()
             yield g
@@ -487,12 +493,20 @@ def start_rollout(ground: Ground, asset: str, version: str) -> str:
 # --- the control plane ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect since the watch caches (cache.py): after an apiserver restart the "
-    "rollout sometimes does not converge within 90 s (3 of 5 runs on 2026-12-02); the caches' "
-    "recovery after the restart is not yet understood",
-)
+def progress_deadline(seconds: int):
+    """The agent of this test gives its pods this long: a control plane that is away
+    longer than the harness's 12 s (a restart on a loaded machine, with RBAC answering 403
+    until its caches fill) fails the rollout by Kubernetes' own deadline, a rollback that
+    is right but not what the test is about."""
+
+    def mark(test):
+        test.progress_deadline = seconds
+        return test
+
+    return mark
+
+
+@progress_deadline(120)
 def test_apiserver_restarted_mid_rollout(ground: Ground):
     plane = local_plane(ground)
     good = start_rollout(ground, "whisper", "v2")
@@ -508,6 +522,7 @@ def test_apiserver_restarted_mid_rollout(ground: Ground):
     ground.assert_events_not_repeated()
 
 
+@progress_deadline(120)
 def test_etcd_paused_for_10s_mid_rollout(ground: Ground):
     plane = local_plane(ground)
     good = start_rollout(ground, "joe", "v2")
