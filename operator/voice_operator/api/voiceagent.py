@@ -10,8 +10,11 @@ from pydantic.json_schema import JsonDict
 
 from voice_operator.api.common import (
     DNS_1035_LABEL,
+    GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
+    STAGE_ANNOTATIONS_WHY,
     ApiModel,
     Condition,
+    GatewayPodAnnotations,
     PodAnnotations,
     ResourceRequirements,
     SecretKeyRef,
@@ -154,7 +157,8 @@ class ComponentBase(ApiModel):
     )
     pod_annotations: PodAnnotations = pod_annotations_field(
         "Annotations of the engine pods (e.g. for a service mesh). Changing them rolls out a "
-        "new revision."
+        "new revision.",
+        why=STAGE_ANNOTATIONS_WHY,
     )
 
     @model_validator(mode="after")
@@ -233,6 +237,11 @@ class GatewaySpec(ApiModel):
     )
     image: str | None = Field(
         default=None, description="Gateway image override.", max_length=512, pattern=IMAGE
+    )
+    pod_annotations: GatewayPodAnnotations = pod_annotations_field(
+        "Annotations of the gateway pods (e.g. for a service mesh). Changing them rolls the "
+        "gateway's pods.",
+        GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
     )
 
 

@@ -85,6 +85,7 @@ def pod_values(settings: OperatorSettings) -> dict[str, Any]:
         "container_security_context": restricted_container_security(),
         "node_selector": settings.engine_node_selector,
         "tolerations": settings.engine_tolerations,
+        "image_pull_secrets": [{"name": name} for name in settings.image_pull_secrets],
     }
 
 

@@ -40,6 +40,9 @@ from voice_operator.render.meta import (
 from voice_operator.settings import OperatorSettings
 
 COMMANDS: dict[str, str] = {"stt": "voice-stt", "llm": "voice-llm", "tts": "voice-tts"}
+# The LLM engine in front of an Ollama sidecar only relays: the stage's resources go to the
+# sidecar, which runs the model.
+OLLAMA_PROXY_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
     "stt": {"cpu": "1", "memory": "1Gi"},
     "llm": {"cpu": "2", "memory": "2Gi"},
@@ -170,6 +173,7 @@ def desired_engine_deployment(
         {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    ollama = rev.model_format == "ollama"
     containers: list[dict[str, Any]] = [
         {
             "name": component,
@@ -177,7 +181,9 @@ def desired_engine_deployment(
             "command": [COMMANDS[component]],
             "env": engine_env(component, rev),
             "ports": [{"name": "http", "containerPort": PORT}],
-            "resources": _resources(rev.resources, component),
+            "resources": {"requests": OLLAMA_PROXY_REQUESTS}
+            if ollama
+            else _resources(rev.resources, component),
             "volume_mounts": mounts,
             "probes": True,
             # Started = the model is loaded; loading a large one can take minutes (10 allowed).
@@ -185,7 +191,7 @@ def desired_engine_deployment(
             "startup_failure_threshold": 120,
         }
     ]
-    if rev.model_format == "ollama":
+    if ollama:
         folder = (rev.model_path or "").rstrip("/")
         containers.append(
             {
@@ -201,7 +207,7 @@ def desired_engine_deployment(
                     }
                 ),
                 "ports": [],
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "resources": _resources(rev.resources, component),
                 "volume_mounts": mounts,
                 "probes": False,
             }
@@ -387,7 +393,7 @@ def desired_gateway_deployment(
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
         pre_stop_seconds=PRE_STOP_SECONDS,
         selector=selector(agent, "gateway"),
-        pod_annotations=PROMETHEUS_SCRAPE,
+        pod_annotations={**(gateway.pod_annotations or {}), **PROMETHEUS_SCRAPE},
         **pod_values(settings),
         containers=[container],
         volumes=[
