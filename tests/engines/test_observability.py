@@ -133,3 +133,6 @@ def test_json_logs_carry_the_correlation_id() -> None:
     assert by_id[made_id]["status"] == 200
     assert by_id[made_id]["path"] == "/synthesize"
     assert {"time", "level", "message"} <= by_id[made_id].keys()
+    # RFC 3339, UTC, milliseconds: 2026-12-02T07:20:01.123Z
+    for r in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r
