@@ -147,7 +147,9 @@ class ComponentBase(ApiModel):
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Engine pods (internal).")
     resources: ResourceRequirements | None = Field(
-        default=None, description="Engine container resources (internal)."
+        default=None,
+        description="Engine container resources (internal). For an Ollama model they go to "
+        "the Ollama server's container, which runs the model.",
     )
     image: str | None = Field(
         default=None,
