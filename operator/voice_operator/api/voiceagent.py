@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic.json_schema import JsonDict
 
+from voice_contracts.env import Device
 from voice_operator.api.common import (
     DNS_1035_LABEL,
     GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
@@ -95,6 +96,12 @@ class SttSpecSettings(ApiModel):
         max_length=3,
         pattern=r"^[a-z]{2,3}$",
     )
+    device: Device | None = Field(
+        default=None,
+        description="auto (when unset): CUDA where the engine's library has it and the pod "
+        "sees a GPU (request nvidia.com/gpu in resources), else the CPU; cuda: the GPU or the "
+        "model fails to load; cpu: never the GPU.",
+    )
 
 
 class LlmSpecSettings(ApiModel):
@@ -107,6 +114,18 @@ class LlmSpecSettings(ApiModel):
     )
     system_prompt: str | None = Field(
         default=None, description="System prompt of every conversation.", max_length=8192
+    )
+    device: Device | None = Field(
+        default=None,
+        description="llama.cpp: auto (when unset), cpu or cuda, as for stt. Ollama uses a GPU "
+        "by itself when its pod sees one.",
+    )
+    gpu_layers: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="llama.cpp on CUDA: how many of the model's layers run on the GPU "
+        "(unset: all).",
     )
 
 

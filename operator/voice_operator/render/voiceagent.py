@@ -117,6 +117,7 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
                 stt_threads=stt.threads,
                 stt_temperature=stt.temperature,
                 stt_language=stt.language,
+                stt_device=stt.device,
             ),
             **_PROCESS_ENV,
         )
@@ -150,6 +151,8 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
             llm_temperature=llm.temperature,
             llm_context=llm.context_size,
             llm_system_prompt=llm.system_prompt,
+            llm_device=llm.device,
+            llm_gpu_layers=llm.gpu_layers,
         )
     return env_vars(env, **_PROCESS_ENV)
 

@@ -138,3 +138,29 @@ def test_gateway_annotations_are_bounded_lower_than_a_stages():
     agent(podAnnotations={"a": "x" * (GATEWAY_POD_ANNOTATIONS_MAX_BYTES - 1)})
     with pytest.raises(ValidationError, match="more than 16384"):
         agent(podAnnotations={"a": "x" * GATEWAY_POD_ANNOTATIONS_MAX_BYTES})
+
+
+def engine_env(component: str, settings: dict[str, Any]) -> dict[str, str]:
+    rev = revision().model_copy(update={"settings": settings})
+    deployment = desired_engine_deployment(agent(), component, rev, 1, OperatorSettings())  # type: ignore[arg-type]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_device_settings_reach_the_engines_environment():
+    assert engine_env("stt", {"device": "cuda"})["STT_DEVICE"] == "cuda"
+    llm = engine_env("llm", {"device": "cuda", "gpuLayers": 24})
+    assert (llm["LLM_DEVICE"], llm["LLM_GPU_LAYERS"]) == ("cuda", "24")
+
+
+def test_unset_device_settings_leave_the_environment_as_it_was():
+    """No new variable, so an operator upgrade does not roll every engine."""
+    assert not {"STT_DEVICE"} & engine_env("stt", {}).keys()
+    assert not {"LLM_DEVICE", "LLM_GPU_LAYERS"} & engine_env("llm", {}).keys()
+
+
+def test_a_device_that_is_none_of_auto_cpu_cuda_is_refused_naming_the_field():
+    with pytest.raises(ValidationError, match=r"stt\.settings\.device"):
+        VoiceAgentSpec.model_validate(
+            {"stt": {**STAGE, "settings": {"device": "gpu"}}, "llm": STAGE, "tts": STAGE}
+        )
