@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def sample(server: EngineProcess, line_start: str) -> float:
 def load(server: EngineProcess, engine: str) -> tuple[float, float]:
     """(requests in flight, requests queued) from one scrape."""
     values = dict.fromkeys(("voice_engine_requests_in_flight", "voice_engine_queue_depth"), -1.0)
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    # Generous: the engine answers scrapes between tokens, on a machine others share.
+    for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines():
         name, _, rest = line.partition("{")
         if name in values and rest.startswith(f'engine="{engine}"}}'):
             values[name] = float(line.rsplit(" ", 1)[1])
@@ -99,6 +101,7 @@ def test_llm_exports_work_in_flight_and_queued_for_autoscaling(
         ]
         while not all(t.done() for t in turns):
             seen.append(load(llm_llamacpp, "llm"))
+            time.sleep(0.05)
         assert [t.result().status_code for t in turns] == [200, 200, 200]
     # llama.cpp decodes one request at a time: three admitted at once, two of them queued.
     assert (3, 2) in seen
