@@ -4,7 +4,8 @@ other reads, defined once. Pydantic only, so every image can carry it.
 - `layout`: where things are mounted inside the pods;
 - `routes`: the routes file the operator writes and the gateway reads;
 - `fetch`: the download Job's input, its status report and its exit codes;
-- `env`: each engine's (and the gateway's) environment variables.
+- `env`: each engine's (and the gateway's) environment variables;
+- `logs`: the time format of every log line.
 """
 
 GROUP = "voiceops.dev"

@@ -50,6 +50,9 @@ class EngineEnv(ServerEnv):
 
 SttBackend = Literal["whispercpp", "faster-whisper"]
 LlmBackend = Literal["llamacpp", "ollama"]
+# auto (also when unset): CUDA when the library was built with it and a device is visible,
+# else the CPU; cuda: a CUDA device or the model fails to load (saying why); cpu: never.
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class SttEnv(EngineEnv):
@@ -66,6 +69,7 @@ class SttEnv(EngineEnv):
     stt_beam_size: int = Field(1, ge=1, le=10)
     # faster-whisper only: CTranslate2 compute type (default, int8, float32, ...).
     stt_compute_type: str = "default"
+    stt_device: Device | None = None
     stt_max_audio_seconds: float = Field(600.0, gt=0)
 
 
@@ -98,6 +102,10 @@ class LlmEnv(EngineEnv):
     # None: DEFAULT_SYSTEM_PROMPT.
     llm_system_prompt: str | None = None
     llm_threads: int = Field(default_factory=_threads, ge=1)
+    # llamacpp: where the model runs, and how many of its layers go to the GPU there
+    # (None: all of them). Ollama places layers itself.
+    llm_device: Device | None = None
+    llm_gpu_layers: int | None = Field(None, ge=0)
     # /chat keeps this many user/assistant turns per session, for this many sessions.
     llm_history_turns: int = Field(8, ge=0)
     llm_max_sessions: int = Field(1000, ge=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 import secrets
@@ -20,6 +19,7 @@ import prometheus_client
 from prometheus_client.exposition import ThreadingWSGIServer
 
 import voice_operator.controllers.handlers  # noqa: F401  (registers the handlers)
+from voice_operator.logs import configure_logging
 from voice_operator.peering import PeeringConfig
 
 READINESS_PATH = "/readyz"
@@ -100,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    configure_logging(json_lines=args.log_format == "json", verbose=args.verbose)
     # kopf raises it once the startup handlers are done and it releases its watchers and
     # workers; a cleanup handler lowers it again when the operator begins to stop.
     ready = threading.Event()

@@ -3,10 +3,12 @@ chart sets them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voice_operator.api.common import DNS_SUBDOMAIN
 
 
 class OperatorSettings(BaseSettings):
@@ -29,6 +31,11 @@ class OperatorSettings(BaseSettings):
     engine_tolerations: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Tolerations for every pod the operator creates (JSON).",
+    )
+    image_pull_secrets: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(
+        default_factory=list,
+        description="Names of Secrets every pod the operator creates pulls its images with "
+        "(JSON list; each must exist in the pod's namespace).",
     )
     workers: int = Field(default=4, ge=1, le=64, description="Concurrent reconciles.")
     resync_seconds: float = Field(

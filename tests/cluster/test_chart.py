@@ -14,6 +14,17 @@ import yaml
 from testground import Cluster, kwok_placement
 from testground.harness import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, REPO, wait_for
 
+from voice_operator.api.modelasset import ModelAssetSpec
+from voice_operator.api.voiceagent import ComponentRevision, VoiceAgentSpec
+from voice_operator.render.meta import Owner
+from voice_operator.render.modelasset import Asset, desired_fetch_job
+from voice_operator.render.voiceagent import (
+    Agent,
+    desired_engine_deployment,
+    desired_gateway_deployment,
+)
+from voice_operator.settings import OperatorSettings
+
 pytestmark = pytest.mark.cluster
 CHART = REPO / "charts" / "voice-operator"
 
@@ -39,6 +50,7 @@ def test_default_values_give_a_cluster_wide_single_replica_operator(cluster: Clu
         ("Service", "voice-operator-metrics"),
         ("Deployment", "voice-operator"),
         ("ConfigMap", "voice-operator-dashboard"),
+        ("Pod", "voice-operator-test"),  # the `helm test` hook
     }
     deployment = docs["Deployment", "voice-operator"]
     pod = deployment["spec"]["template"]["spec"]
@@ -66,6 +78,8 @@ def test_chosen_namespaces_and_replicas_give_roles_and_peering(cluster: Cluster)
         "replicaCount=2",
         "--set",
         "metrics.serviceMonitor.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1",
     )
     kinds = sorted((d["kind"], d["metadata"].get("namespace", "")) for d in docs)
     assert ("Role", "team-a") in kinds
@@ -86,6 +100,10 @@ def test_chosen_namespaces_and_replicas_give_roles_and_peering(cluster: Cluster)
         (["--set", "watchNamespaces={Bad_Name}"], "/watchNamespaces/0"),
         (["--set", "metrics.port=8081"], "/metrics/port"),
         (["--set", "imageTag=1"], "additional properties 'imageTag' not allowed"),
+        (["--set", "imagePullSecrets[0].name=Reg_Cred"], "/imagePullSecrets/0/name"),
+        (["--set", "fullnameOverride=Voice_Op"], "/fullnameOverride"),
+        (["--set", "nameOverride=a.b"], "/nameOverride"),
+        (["--set", "metrics.podMonitor.interval=soon"], "/metrics/podMonitor/interval"),
     ],
 )
 def test_values_that_break_the_schema_are_rejected_clearly(cluster: Cluster, values, message):
@@ -93,6 +111,117 @@ def test_values_that_break_the_schema_are_rejected_clearly(cluster: Cluster, val
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+MONITORING = ("--api-versions", "monitoring.coreos.com/v1")
+MONITORS = (
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.podMonitor.enabled=true",
+)
+
+
+def test_monitors_are_left_out_where_prometheus_operator_is_not_served(cluster: Cluster):
+    """An install or upgrade without the monitoring CRDs must not fail on them."""
+    kinds = {d["kind"] for d in template(cluster, *MONITORS)}
+    assert not kinds & {"ServiceMonitor", "PodMonitor"}, kinds
+    assert {d["kind"] for d in template(cluster, *MONITORS, *MONITORING)} >= {
+        "ServiceMonitor",
+        "PodMonitor",
+    }
+    assert not {d["kind"] for d in template(cluster, *MONITORING)} & {
+        "ServiceMonitor",
+        "PodMonitor",
+    }
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        if e["operator"] == "In" and labels.get(e["key"]) not in e["values"]:
+            return False
+        if e["operator"] == "Exists" and e["key"] not in labels:
+            return False
+    return True
+
+
+def test_the_pod_monitor_scrapes_the_engine_and_gateway_pods_the_operator_makes(cluster: Cluster):
+    [monitor] = [d for d in template(cluster, *MONITORS, *MONITORING) if d["kind"] == "PodMonitor"]
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    settings = OperatorSettings()
+    spec = VoiceAgentSpec.model_validate(
+        {"stt": {"model": "m"}, "llm": {"model": "m"}, "tts": {"model": "m"}}
+    )
+    agent = Agent(Owner("VoiceAgent", "support", "voice", "uid"), spec)
+    revision = ComponentRevision(
+        provider="internal", model="m", model_version="v1", image="engine", claim_name="m-models"
+    )
+    engine = desired_engine_deployment(agent, "stt", revision, 1, settings)
+    gateway = desired_gateway_deployment(agent, {}, 1, settings)
+    for deployment in (engine, gateway):
+        pod = deployment["spec"]["template"]
+        assert _selects(monitor["spec"]["selector"], pod["metadata"]["labels"])
+        [port] = pod["spec"]["containers"][0]["ports"]
+        assert port["name"] == endpoint["port"]
+    asset = Asset(
+        Owner("ModelAsset", "m", "voice", "uid"),
+        ModelAssetSpec.model_validate(
+            {
+                "engine": "stt",
+                "format": "ct2",
+                "version": "v1",
+                "files": [{"url": "https://h/m.bin", "sha256": "a" * 64, "path": "m.bin"}],
+                "storage": {"size": "1Gi"},
+            }
+        ),
+    )
+    job_pod = desired_fetch_job(asset, settings)["spec"]["template"]
+    assert not _selects(monitor["spec"]["selector"], job_pod["metadata"]["labels"])
+    # With watchNamespaces, only those.
+    [monitor] = [
+        d
+        for d in template(cluster, *MONITORS, *MONITORING, "--set", "watchNamespaces={team-a}")
+        if d["kind"] == "PodMonitor"
+    ]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+
+def test_name_overrides_rename_every_object(cluster: Cluster):
+    names = {d["metadata"]["name"] for d in template(cluster, "--set", "fullnameOverride=voice")}
+    assert {"voice", "voice-metrics", "voice-dashboard", "voice-test"} <= names
+    docs = template(cluster, "--set", "nameOverride=speech")
+    assert {d["metadata"]["name"] for d in docs} >= {
+        "voice-operator-speech",
+        "voice-operator-speech-metrics",
+    }
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "speech"
+
+
+def test_pull_secrets_reach_the_operator_pod_its_settings_and_the_test_pod(
+    cluster: Cluster, monkeypatch
+):
+    docs = template(cluster, "--set", "imagePullSecrets[0].name=regcred")
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    for env in pod["containers"][0]["env"]:
+        monkeypatch.setenv(env["name"], env["value"])
+    assert OperatorSettings().image_pull_secrets == ["regcred"]
+    [test_pod] = [d for d in docs if d["kind"] == "Pod"]
+    assert test_pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+def test_the_chart_states_the_kubernetes_versions_it_needs(cluster: Cluster):
+    old = cluster.helm("template", "v", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert old.returncode != 0
+    assert "kubeVersion" in old.stderr or "requires kubeVersion" in old.stderr, old.stderr
+    assert template(cluster, "--kube-version", "1.30.0")
 
 
 def test_chart_crds_are_the_generated_ones():
@@ -137,6 +266,105 @@ def test_chart_installs_and_the_operator_pod_becomes_ready(cluster: Cluster, nam
     roles = cluster.kubectl("get", "roles,rolebindings", "-n", namespace, "-o", "name").stdout
     assert "role.rbac.authorization.k8s.io/smoke-" in roles
     cluster.helm("uninstall", f"smoke-{namespace[-5:]}", "--namespace", namespace, "--wait")
+
+
+def _monitoring_crd(kind: str, plural: str) -> dict:
+    """Stands in for prometheus-operator's CRD: the API is served, the schema left open."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_every_new_value_installs_and_upgrades_with_and_without_the_monitoring_api(
+    cluster: Cluster, namespace: str
+):
+    placement = kwok_placement()
+    release = f"vals-{namespace[-5:]}"
+    fullname = f"voice-{namespace[-5:]}"
+    values = {
+        "nodeSelector": placement["nodeSelector"],
+        "tolerations": placement["tolerations"],
+        "watchNamespaces": [namespace],
+        "nameOverride": "speech",
+        "fullnameOverride": fullname,
+        "imagePullSecrets": [{"name": "regcred"}],
+        "metrics": {
+            "port": 8080,
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "podMonitor": {"enabled": True, "interval": "30s", "labels": {"release": "kps"}},
+        },
+    }
+    values_file = Path(cluster.kubeconfig).parent / f"values-{release}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    install = (
+        "--namespace",
+        namespace,
+        "--values",
+        str(values_file),
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    crds = [
+        _monitoring_crd("ServiceMonitor", "servicemonitors"),
+        _monitoring_crd("PodMonitor", "podmonitors"),
+    ]
+    try:
+        # No monitoring API: installs, and says why there are no monitors.
+        installed = cluster.helm("install", release, str(CHART), *install)
+        assert "monitoring.coreos.com/v1 is not served" in installed.stdout
+        deployment = json.loads(
+            cluster.kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
+        )
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["VOICE_OPERATOR_IMAGE_PULL_SECRETS"] == '["regcred"]'
+        assert deployment["metadata"]["labels"]["app.kubernetes.io/name"] == "speech"
+        assert deployment["status"]["availableReplicas"] == 1
+        # The API appears: the upgrade adds both monitors.
+        cluster.apply(*crds)
+        for crd in crds:
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}")
+        cluster.helm("upgrade", release, str(CHART), *install)
+        made = cluster.kubectl(
+            "get", "servicemonitors,podmonitors", "-n", namespace, "-o", "name"
+        ).stdout.split()
+        assert sorted(made) == [
+            f"podmonitor.monitoring.coreos.com/{fullname}-agents",
+            f"servicemonitor.monitoring.coreos.com/{fullname}",
+        ]
+        monitor = json.loads(
+            cluster.kubectl(
+                "get", "podmonitor", f"{fullname}-agents", "-n", namespace, "-o", "json"
+            ).stdout
+        )
+        assert monitor["metadata"]["labels"]["release"] == "kps"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+        cluster.helm("uninstall", release, "--namespace", namespace, "--wait")
+    finally:
+        for crd in crds:
+            cluster.kubectl("delete", "crd", crd["metadata"]["name"], "--ignore-not-found")
 
 
 def _granted(cluster: Cluster) -> set[tuple[str, str, str]]:

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.mark.parametrize(
-    "example", ["model-assets.yaml", "voice-agent.yaml", "voice-agent-hybrid.yaml"]
+    "example",
+    ["model-assets.yaml", "voice-agent.yaml", "voice-agent-hybrid.yaml", "hpa-engine.yaml"],
 )
 def test_example_is_accepted(cluster: Cluster, namespace: str, example: str):
     out = cluster.kubectl(

@@ -2,7 +2,8 @@
 to the control plane, in a namespace that enforces the restricted Pod Security Standard:
 the variants the operator's own scenarios never reach (an Ollama LLM with its sidecar, an
 Ollama pull Job, a PVC with a storage class and ReadWriteMany, a prune Job, a gateway
-holding vendor and fallback keys) are accepted, and their pods are admitted and run."""
+holding vendor and fallback keys, with pull Secrets, gateway annotations and the Ollama
+sidecar's own resources) are accepted, and their pods are admitted and run."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ NOW = datetime.datetime.now(datetime.UTC)
 SETTINGS = OperatorSettings(
     engine_node_selector={"type": "kwok"},
     engine_tolerations=[{**KWOK_TAINT, "operator": "Equal"}],
+    image_pull_secrets=["regcred"],
 )
+PULL_SECRETS = [{"name": "regcred"}]
 OLLAMA_ASSET = {
     "engine": "llm",
     "format": "ollama",
@@ -103,6 +106,8 @@ def test_ollama_asset_job_and_claim_variants_are_accepted(
         "the Ollama pull Job's pod admitted",
         lambda: pods_running(kube, namespace, {"job-name": job["metadata"]["name"]}),
     )
+    [pod] = pods_running(kube, namespace, {"job-name": job["metadata"]["name"]})
+    assert pod["spec"]["imagePullSecrets"] == PULL_SECRETS
 
     # The prune Job of a file asset, with the same admission.
     files_owner = create(cluster, kube, namespace, "ModelAsset", "whisper", FILE_ASSET)
@@ -141,6 +146,7 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
         "llm": {
             "model": "smollm",
             "fallback": {"vendor": "groq", "apiKeySecretRef": {"name": "groq", "key": "api-key"}},
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
         },
         "tts": {
             "provider": "external",
@@ -150,7 +156,11 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
                 "apiKeySecretRef": {"name": "eleven", "key": "xi-api-key"},
             },
         },
-        "gateway": {"replicas": 2, "service": {"type": "NodePort"}},
+        "gateway": {
+            "replicas": 2,
+            "service": {"type": "NodePort"},
+            "podAnnotations": {"sidecar.istio.io/inject": "false"},
+        },
     }
     apply_ollama_asset(cluster, kube, namespace)  # the claim the engine mounts
     owner = create(cluster, kube, namespace, "VoiceAgent", "mixed", spec)
@@ -184,6 +194,10 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
     assert llm is not None
     containers = llm["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 2, [c["name"] for c in containers]  # engine + Ollama sidecar
+    by_name = {c["name"]: c for c in containers}
+    # The sidecar runs the model, so it gets the stage's resources; the relay a little.
+    assert by_name["ollama"]["resources"] == spec["llm"]["resources"]
+    assert by_name["llm"]["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}}
 
     def available(name: str) -> bool:
         d = kube.get("Deployment", name, namespace) or {}
@@ -198,3 +212,10 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
     [keys] = [v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "keys"]
     mounted = {s["secret"]["name"] for s in keys["projected"]["sources"]}
     assert mounted == {"dg", "groq", "eleven"}
+    agent_pods = pods_running(kube, namespace, {"app.kubernetes.io/instance": "mixed"})
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in agent_pods}
+    assert components == {"llm", "gateway"}, components
+    for pod in agent_pods:
+        assert pod["spec"]["imagePullSecrets"] == PULL_SECRETS, pod["metadata"]["name"]
+        if pod["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway":
+            assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"

@@ -154,6 +154,18 @@ async def test_executor_refuses_past_its_bound_with_retry_after() -> None:
     executor.shutdown()
 
 
+async def test_executor_counts_work_in_flight_and_waiting_in_the_queue() -> None:
+    executor = BoundedExecutor("t", max_concurrency=1, max_queue=3, queue_timeout_s=5)
+    release = threading.Event()
+    running = [asyncio.create_task(executor.run(release.wait)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert (executor.in_flight, executor.queue_depth) == (3, 2)
+    release.set()
+    await asyncio.gather(*running)
+    assert (executor.in_flight, executor.queue_depth) == (0, 0)
+    executor.shutdown()
+
+
 async def test_executor_queue_timeout_is_503_and_skips_the_work() -> None:
     executor = BoundedExecutor("t", max_concurrency=1, max_queue=4, queue_timeout_s=0.05)
     release = threading.Event()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -45,6 +47,17 @@ def sample(server: EngineProcess, line_start: str) -> float:
     return 0.0
 
 
+def load(server: EngineProcess, engine: str) -> tuple[float, float]:
+    """(requests in flight, requests queued) from one scrape."""
+    values = dict.fromkeys(("voice_engine_requests_in_flight", "voice_engine_queue_depth"), -1.0)
+    # Generous: the engine answers scrapes between tokens, on a machine others share.
+    for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in values and rest.startswith(f'engine="{engine}"}}'):
+            values[name] = float(line.rsplit(" ", 1)[1])
+    return values["voice_engine_requests_in_flight"], values["voice_engine_queue_depth"]
+
+
 def test_stt_metrics(stt_whispercpp: EngineProcess, spoken: list[Spoken]) -> None:
     httpx.post(f"{stt_whispercpp.url}/transcribe", files={"file": ("a.wav", spoken[0].wav)})
     httpx.post(f"{stt_whispercpp.url}/transcribe", files={"file": ("a.wav", b"junk")})
@@ -63,6 +76,7 @@ def test_tts_metrics(tts: EngineProcess) -> None:
     httpx.post(f"{tts.url}/synthesize", json={"text": "Counting."})
     families = metric_families(tts)
     assert set(TTS_METRICS) <= families
+    assert load(tts, "tts") == (0, 0)
     assert sample(tts, "tts_text_length_chars_sum") >= len("Counting.")
 
 
@@ -72,6 +86,26 @@ def test_llm_metrics(llm_llamacpp: EngineProcess) -> None:
     assert set(LLM_METRICS) <= families
     assert sample(llm_llamacpp, "llm_output_tokens_count") >= 1
     assert sample(llm_llamacpp, 'llm_generation_requests_total{endpoint="/generate"}') >= 1
+
+
+def test_llm_exports_work_in_flight_and_queued_for_autoscaling(
+    llm_llamacpp: EngineProcess,
+) -> None:
+    assert load(llm_llamacpp, "llm") == (0, 0)
+    body = {"prompt": "Count from one to one hundred in words.", "max_tokens": 200}
+    seen: list[tuple[float, float]] = []
+    with ThreadPoolExecutor(3) as pool:
+        turns = [
+            pool.submit(httpx.post, f"{llm_llamacpp.url}/generate", json=body, timeout=120)
+            for _ in range(3)
+        ]
+        while not all(t.done() for t in turns):
+            seen.append(load(llm_llamacpp, "llm"))
+            time.sleep(0.05)
+        assert [t.result().status_code for t in turns] == [200, 200, 200]
+    # llama.cpp decodes one request at a time: three admitted at once, two of them queued.
+    assert (3, 2) in seen
+    assert load(llm_llamacpp, "llm") == (0, 0)
 
 
 def test_json_logs_carry_the_correlation_id() -> None:
@@ -102,3 +136,6 @@ def test_json_logs_carry_the_correlation_id() -> None:
     assert by_id[made_id]["status"] == 200
     assert by_id[made_id]["path"] == "/synthesize"
     assert {"time", "level", "message"} <= by_id[made_id].keys()
+    # RFC 3339, UTC, milliseconds: 2026-12-02T07:20:01.123Z
+    for r in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"]), r

@@ -331,6 +331,60 @@ def test_a_sentence_is_only_final_once_the_next_character_arrives() -> None:
     assert splitter.feed("5 degrees. ") == ["It is 3.5 degrees."]
 
 
+@pytest.mark.parametrize("piece", [1, 2, 5, 1000])
+def test_cjk_sentences_end_at_their_stops_without_spaces(piece: int) -> None:
+    text = "今天天气很好。我们去公园吧！你觉得怎么样？好的"
+    assert split_stream(text, piece) == [
+        "今天天气很好。",
+        "我们去公园吧！",
+        "你觉得怎么样？",
+        "好的",
+    ]
+
+
+@pytest.mark.parametrize("piece", [1, 4, 1000])
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        (
+            "Meet me at 5 p.m. tomorrow. Dr. Smith will come.",
+            ["Meet me at 5 p.m. tomorrow.", "Dr. Smith will come."],
+        ),
+        (
+            "Bring a snack, e.g. an apple. Or i.e. fruit. Fine.",
+            ["Bring a snack, e.g. an apple.", "Or i.e. fruit.", "Fine."],
+        ),
+        ("The U.S. is big. Prof. Lee agrees.", ["The U.S. is big.", "Prof. Lee agrees."]),
+        ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+    ],
+    ids=["p.m.-and-Dr.", "e.g.-and-i.e.", "U.S.-and-Prof.", "quoted-end"],
+)
+def test_abbreviations_do_not_end_sentences(text: str, sentences: list[str], piece: int) -> None:
+    assert split_stream(text, piece) == sentences
+
+
+def test_a_dotted_abbreviation_waits_for_the_next_word() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("Come at 5 p.m. ") == []
+    assert splitter.feed("sharp. ") == ["Come at 5 p.m. sharp."]
+    assert splitter.feed("See you at 6 p.m. ") == []
+    assert splitter.feed("Bye") == ["See you at 6 p.m."]
+    assert splitter.flush() == "Bye"
+
+
+def test_a_sentence_ending_before_a_space_goes_out_at_once_unless_an_abbreviation() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("Ask Dr. ") == []
+    assert splitter.feed("Smith now. ") == ["Ask Dr. Smith now."]
+
+
+def test_a_long_cjk_clause_is_cut_at_its_comma() -> None:
+    splitter = SentenceSplitter(max_chars=12, first_max_chars=12)
+    assert splitter.feed("我们明天早上去公园散步，然后去吃早饭再回家") == [
+        "我们明天早上去公园散步，"
+    ]
+
+
 def test_a_long_clause_is_cut_at_a_comma() -> None:
     splitter = SentenceSplitter(max_chars=40, first_max_chars=40)
     out = splitter.feed("When the sun goes down over the quiet hills, the birds sing and ")

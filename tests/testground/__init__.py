@@ -4,6 +4,7 @@ nodes our pods land on, so rollouts can succeed or fail on purpose."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ class Cluster:
     provisioner: Provisioner | None = None
     node: RealNode | None = None
     node_error: BaseException | None = None
+    _server_version: str = ""
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -70,6 +72,11 @@ class Cluster:
         return self.kubectl(*args, input=yaml.safe_dump_all(objects)).stdout
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`helm template` renders for this cluster's Kubernetes version, as `helm install`
+        does against it (offline, Helm assumes 1.20, which the chart's kubeVersion refuses),
+        unless the call names one."""
+        if args and args[0] == "template" and "--kube-version" not in args:
+            args = (*args, "--kube-version", self.server_version())
         result = subprocess.run(
             [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args],
             capture_output=True,
@@ -80,6 +87,12 @@ class Cluster:
         if check and result.returncode != 0:
             raise KubectlError(result)
         return result
+
+    def server_version(self) -> str:
+        if not self._server_version:
+            answer = json.loads(self.kubectl("version", "-o", "json").stdout)
+            self._server_version = answer["serverVersion"]["gitVersion"]
+        return self._server_version
 
     def token_kubeconfig(self, service_account: str, namespace: str, path: Path) -> Path:
         """A kubeconfig that authenticates as a ServiceAccount (a fresh bound token)."""

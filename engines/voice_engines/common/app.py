@@ -26,7 +26,12 @@ from voice_engines.common.errors import (
     install_error_handlers,
 )
 from voice_engines.common.executor import BoundedExecutor
-from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware, metrics_response
+from voice_engines.common.metrics import (
+    RequestMetrics,
+    RouteMetricsMiddleware,
+    metrics_response,
+    work_gauges,
+)
 from voice_engines.common.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,12 @@ def build_engine_app(
         settings.engine_max_queue,
         settings.engine_queue_timeout,
         settings.engine_retry_after,
+    )
+    work_gauges(
+        registry,
+        title.removeprefix("voice-"),
+        lambda: executor.in_flight,
+        lambda: executor.queue_depth,
     )
 
     async def load_model() -> None:

@@ -105,13 +105,21 @@ class BoundedExecutor:
         self.retry_after_s = retry_after_s
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"{name}-infer")
         self._admitted = 0
+        self._running = 0
         self.service = ServiceTime()
         # Taken on the event loop, released from worker threads (future callbacks).
         self._lock = threading.Lock()
 
     @property
     def in_flight(self) -> int:
+        """Admitted requests: holding a worker or waiting in the queue for one."""
         return self._admitted
+
+    @property
+    def queue_depth(self) -> int:
+        """Admitted requests still waiting for a worker."""
+        with self._lock:
+            return max(0, self._admitted - self._running)
 
     def _admit(self) -> _Job:
         with self._lock:
@@ -154,9 +162,13 @@ class BoundedExecutor:
         def guarded() -> Any:
             if not job.begin():
                 raise self._queue_timeout()
+            with self._lock:
+                self._running += 1
             try:
                 return work()
             finally:
+                with self._lock:
+                    self._running -= 1
                 self.service.observe(time.monotonic() - job.started_at)
 
         try:

@@ -7,7 +7,13 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from voice_contracts.logs import log_time
 from voice_engines.common.correlation import current_correlation_id
+
+
+class _JsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: ARG002, N802 (logging's)
+        return log_time(record.created)
 
 
 class CorrelationIdFilter(logging.Filter):
@@ -23,12 +29,11 @@ def configure_json_logging(level: str = "INFO") -> None:
     is off: CorrelationIdMiddleware writes one with the correlation id)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        JsonFormatter(
+        _JsonFormatter(
             "{asctime}{levelname}{name}{message}{correlation_id}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             timestamp=False,
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
     handler.addFilter(CorrelationIdFilter())

@@ -6,12 +6,13 @@ oversized bodies) still count as errors."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -108,6 +109,28 @@ def histogram(
     registry: CollectorRegistry, name: str, doc: str, buckets: Sequence[float]
 ) -> Histogram:
     return Histogram(name, doc, buckets=buckets, registry=registry)
+
+
+def work_gauges(
+    registry: CollectorRegistry,
+    engine: str,
+    in_flight: Callable[[], float],
+    queue_depth: Callable[[], float],
+) -> None:
+    """The executor's load, read at each scrape: the signal an HPA or KEDA scales an
+    engine on (a Pods metric through the user's custom-metrics adapter)."""
+    Gauge(
+        "voice_engine_requests_in_flight",
+        "Inference requests admitted and not finished: holding a worker or queued for one",
+        ["engine"],
+        registry=registry,
+    ).labels(engine).set_function(in_flight)
+    Gauge(
+        "voice_engine_queue_depth",
+        "Inference requests admitted and still waiting for a worker",
+        ["engine"],
+        registry=registry,
+    ).labels(engine).set_function(queue_depth)
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
@@ -111,40 +112,53 @@ POD_ANNOTATIONS_MAX_BYTES = 64 * 1024
 POD_ANNOTATIONS_MAX_COUNT = 128
 
 
-def _check_annotation_size(value: dict[str, str] | None) -> dict[str, str] | None:
-    total = sum(len(k.encode()) + len(v.encode()) for k, v in (value or {}).items())
-    if total > POD_ANNOTATIONS_MAX_BYTES:
-        limit = POD_ANNOTATIONS_MAX_BYTES
-        raise ValueError(f"keys and values total {total} bytes, more than {limit}")
-    return value
+# The gateway's pod annotations have no copies in status; a quarter of a stage's is plenty
+# for a mesh or an agent's hints and keeps the whole spec's bound low.
+GATEWAY_POD_ANNOTATIONS_MAX_BYTES = 16 * 1024
 
 
-def pod_annotations_field(description: str) -> Any:
+def _annotation_size_check(max_bytes: int) -> Callable[[dict[str, str] | None], Any]:
+    def check(value: dict[str, str] | None) -> dict[str, str] | None:
+        total = sum(len(k.encode()) + len(v.encode()) for k, v in (value or {}).items())
+        if total > max_bytes:
+            raise ValueError(f"keys and values total {total} bytes, more than {max_bytes}")
+        return value
+
+    return check
+
+
+def pod_annotations_field(
+    description: str, max_bytes: int = POD_ANNOTATIONS_MAX_BYTES, why: str = ""
+) -> Any:
     """Annotations copied onto pods, checked as Kubernetes checks a pod's (key syntax,
     total size), so a bad one is refused on the resource with the field named and never
     fails the child's apply."""
     return Field(
         default=None,
         description=f"{description} Keys are qualified names (as Kubernetes checks them); "
-        f"keys and values together at most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB (a pod may "
-        "have 256 KiB, but the agent's status keeps copies of them).",
+        f"keys and values together at most {max_bytes // 1024} KiB{why}.",
         max_length=POD_ANNOTATIONS_MAX_COUNT,
         json_schema_extra=validations(
             _qualified_keys_rule("annotation key"),
             cel(
-                "self.map(k, size(bytes(k)) + size(bytes(self[k]))).sum() <= "
-                f"{POD_ANNOTATIONS_MAX_BYTES}",
+                f"self.map(k, size(bytes(k)) + size(bytes(self[k]))).sum() <= {max_bytes}",
                 "annotation keys and values together must be at most "
-                f"{POD_ANNOTATIONS_MAX_BYTES // 1024} KiB ({POD_ANNOTATIONS_MAX_BYTES} bytes)",
+                f"{max_bytes // 1024} KiB ({max_bytes} bytes)",
             ),
         ),
     )
 
 
+STAGE_ANNOTATIONS_WHY = " (a pod may have 256 KiB, but the agent's status keeps copies of them)"
 PodAnnotations = Annotated[
     dict[str, Annotated[str, Field(max_length=POD_ANNOTATIONS_MAX_BYTES)]] | None,
     AfterValidator(_check_qualified_keys),
-    AfterValidator(_check_annotation_size),
+    AfterValidator(_annotation_size_check(POD_ANNOTATIONS_MAX_BYTES)),
+]
+GatewayPodAnnotations = Annotated[
+    dict[str, Annotated[str, Field(max_length=GATEWAY_POD_ANNOTATIONS_MAX_BYTES)]] | None,
+    AfterValidator(_check_qualified_keys),
+    AfterValidator(_annotation_size_check(GATEWAY_POD_ANNOTATIONS_MAX_BYTES)),
 ]
 
 

@@ -8,10 +8,14 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic.json_schema import JsonDict
 
+from voice_contracts.env import Device
 from voice_operator.api.common import (
     DNS_1035_LABEL,
+    GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
+    STAGE_ANNOTATIONS_WHY,
     ApiModel,
     Condition,
+    GatewayPodAnnotations,
     PodAnnotations,
     ResourceRequirements,
     SecretKeyRef,
@@ -92,6 +96,12 @@ class SttSpecSettings(ApiModel):
         max_length=3,
         pattern=r"^[a-z]{2,3}$",
     )
+    device: Device | None = Field(
+        default=None,
+        description="auto (when unset): CUDA where the engine's library has it and the pod "
+        "sees a GPU (request nvidia.com/gpu in resources), else the CPU; cuda: the GPU or the "
+        "model fails to load; cpu: never the GPU.",
+    )
 
 
 class LlmSpecSettings(ApiModel):
@@ -104,6 +114,18 @@ class LlmSpecSettings(ApiModel):
     )
     system_prompt: str | None = Field(
         default=None, description="System prompt of every conversation.", max_length=8192
+    )
+    device: Device | None = Field(
+        default=None,
+        description="llama.cpp: auto (when unset), cpu or cuda, as for stt. Ollama uses a GPU "
+        "by itself when its pod sees one.",
+    )
+    gpu_layers: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="llama.cpp on CUDA: how many of the model's layers run on the GPU "
+        "(unset: all).",
     )
 
 
@@ -144,7 +166,9 @@ class ComponentBase(ApiModel):
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Engine pods (internal).")
     resources: ResourceRequirements | None = Field(
-        default=None, description="Engine container resources (internal)."
+        default=None,
+        description="Engine container resources (internal). For an Ollama model they go to "
+        "the Ollama server's container, which runs the model.",
     )
     image: str | None = Field(
         default=None,
@@ -154,7 +178,8 @@ class ComponentBase(ApiModel):
     )
     pod_annotations: PodAnnotations = pod_annotations_field(
         "Annotations of the engine pods (e.g. for a service mesh). Changing them rolls out a "
-        "new revision."
+        "new revision.",
+        why=STAGE_ANNOTATIONS_WHY,
     )
 
     @model_validator(mode="after")
@@ -233,6 +258,11 @@ class GatewaySpec(ApiModel):
     )
     image: str | None = Field(
         default=None, description="Gateway image override.", max_length=512, pattern=IMAGE
+    )
+    pod_annotations: GatewayPodAnnotations = pod_annotations_field(
+        "Annotations of the gateway pods (e.g. for a service mesh). Changing them rolls the "
+        "gateway's pods.",
+        GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
     )
 
 

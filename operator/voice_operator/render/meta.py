@@ -85,6 +85,9 @@ def pod_values(settings: OperatorSettings) -> dict[str, Any]:
         "container_security_context": restricted_container_security(),
         "node_selector": settings.engine_node_selector,
         "tolerations": settings.engine_tolerations,
+        # None, not []: the apiserver drops an empty list, and a field the live object lacks
+        # would make every apply look like a change (kube.covers skips None).
+        "image_pull_secrets": [{"name": name} for name in settings.image_pull_secrets] or None,
     }
 
 

@@ -40,6 +40,9 @@ from voice_operator.render.meta import (
 from voice_operator.settings import OperatorSettings
 
 COMMANDS: dict[str, str] = {"stt": "voice-stt", "llm": "voice-llm", "tts": "voice-tts"}
+# The LLM engine in front of an Ollama sidecar only relays: the stage's resources go to the
+# sidecar, which runs the model.
+OLLAMA_PROXY_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
     "stt": {"cpu": "1", "memory": "1Gi"},
     "llm": {"cpu": "2", "memory": "2Gi"},
@@ -114,6 +117,7 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
                 stt_threads=stt.threads,
                 stt_temperature=stt.temperature,
                 stt_language=stt.language,
+                stt_device=stt.device,
             ),
             **_PROCESS_ENV,
         )
@@ -147,6 +151,8 @@ def engine_env(component: ComponentName, rev: ComponentRevision) -> list[dict[st
             llm_temperature=llm.temperature,
             llm_context=llm.context_size,
             llm_system_prompt=llm.system_prompt,
+            llm_device=llm.device,
+            llm_gpu_layers=llm.gpu_layers,
         )
     return env_vars(env, **_PROCESS_ENV)
 
@@ -170,6 +176,7 @@ def desired_engine_deployment(
         {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    ollama = rev.model_format == "ollama"
     containers: list[dict[str, Any]] = [
         {
             "name": component,
@@ -177,7 +184,9 @@ def desired_engine_deployment(
             "command": [COMMANDS[component]],
             "env": engine_env(component, rev),
             "ports": [{"name": "http", "containerPort": PORT}],
-            "resources": _resources(rev.resources, component),
+            "resources": {"requests": OLLAMA_PROXY_REQUESTS}
+            if ollama
+            else _resources(rev.resources, component),
             "volume_mounts": mounts,
             "probes": True,
             # Started = the model is loaded; loading a large one can take minutes (10 allowed).
@@ -185,7 +194,7 @@ def desired_engine_deployment(
             "startup_failure_threshold": 120,
         }
     ]
-    if rev.model_format == "ollama":
+    if ollama:
         folder = (rev.model_path or "").rstrip("/")
         containers.append(
             {
@@ -201,7 +210,7 @@ def desired_engine_deployment(
                     }
                 ),
                 "ports": [],
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "resources": _resources(rev.resources, component),
                 "volume_mounts": mounts,
                 "probes": False,
             }
@@ -387,7 +396,7 @@ def desired_gateway_deployment(
         progress_deadline_seconds=agent.spec.rollout.progress_deadline_seconds,
         pre_stop_seconds=PRE_STOP_SECONDS,
         selector=selector(agent, "gateway"),
-        pod_annotations=PROMETHEUS_SCRAPE,
+        pod_annotations={**(gateway.pod_annotations or {}), **PROMETHEUS_SCRAPE},
         **pod_values(settings),
         containers=[container],
         volumes=[

@@ -72,7 +72,13 @@ def _bound(node: dict, path: str) -> int:
     if "additionalProperties" in node:
         assert "maxProperties" in node, f"{path} has no maxProperties"
         if path.endswith(".podAnnotations"):  # keys and values together, by a rule
-            return POD_ANNOTATIONS_MAX_BYTES + node["maxProperties"] * 6
+            [limit] = [
+                int(v["rule"].rsplit("<=", 1)[1])
+                for v in node["x-kubernetes-validations"]
+                if ".sum() <=" in v["rule"]
+            ]
+            assert limit <= POD_ANNOTATIONS_MAX_BYTES, path
+            return limit + node["maxProperties"] * 6
         value = _bound(node["additionalProperties"], f"{path}{{}}")
         return 2 + node["maxProperties"] * (QUALIFIED_NAME_MAX + 4 + value)
     return 2 + sum(len(k) + 4 + _bound(v, f"{path}.{k}") for k, v in node["properties"].items())

@@ -7,9 +7,18 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from voice_engines.common.device import resolve_device
 from voice_engines.common.errors import ApiError
 from voice_engines.llm.backends.base import Completion, Delta, GenerationParams, Message
 from voice_engines.llm.settings import LlmEngineSettings
+
+
+def gpu_layers(device: str, wanted: int | None) -> int:
+    """llama.cpp's n_gpu_layers: none on the CPU, else LLM_GPU_LAYERS (unset: every layer,
+    which llama.cpp spells -1)."""
+    if device != "cuda":
+        return 0
+    return -1 if wanted is None else wanted
 
 
 def _context_error(exc: ValueError) -> ApiError:
@@ -18,13 +27,17 @@ def _context_error(exc: ValueError) -> ApiError:
 
 class LlamaCppBackend:
     def __init__(self, settings: LlmEngineSettings) -> None:
-        from llama_cpp import Llama
+        from llama_cpp import Llama, llama_supports_gpu_offload
 
         path = settings.model_path
         if not path.is_file():
             raise FileNotFoundError(f"LLM_MODEL_PATH {path} is not a GGUF file")
+        self.device = resolve_device(
+            settings.llm_device, bool(llama_supports_gpu_offload()), "LLM_DEVICE"
+        )
         self._llm = Llama(
             model_path=str(path),
+            n_gpu_layers=gpu_layers(self.device, settings.llm_gpu_layers),
             n_ctx=settings.llm_context,
             n_threads=settings.llm_threads,
             verbose=False,

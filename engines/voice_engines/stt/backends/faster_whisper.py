@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from voice_engines.common.device import resolve_device
 from voice_engines.stt.backends.base import SAMPLE_RATE, Segment, Transcript
 from voice_engines.stt.settings import SttEngineSettings
 
 
 class FasterWhisperBackend:
     def __init__(self, settings: SttEngineSettings) -> None:
+        import ctranslate2
         from faster_whisper import WhisperModel
 
         path = settings.model_path
         if not (path / "model.bin").is_file():
             raise FileNotFoundError(f"STT_MODEL_PATH {path} is not a CTranslate2 model folder")
+        self.device = resolve_device(
+            settings.stt_device, ctranslate2.get_cuda_device_count() > 0, "STT_DEVICE"
+        )
         self._model = WhisperModel(
             str(path),
-            device="cpu",
+            device=self.device,
             compute_type=settings.stt_compute_type,
             cpu_threads=settings.stt_threads,
             # One CTranslate2 worker per concurrent inference the engine allows.

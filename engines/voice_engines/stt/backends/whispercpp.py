@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voice_engines.common.device import resolve_device
 from voice_engines.convert.ct2_to_ggml import GGML_MAGIC
 from voice_engines.stt.backends.base import SAMPLE_RATE, Segment, Transcript
 from voice_engines.stt.settings import SttEngineSettings
@@ -27,16 +28,28 @@ def ggml_vocab_size(path: Path) -> int:
     return int(n_vocab)
 
 
+def whispercpp_has_cuda(system_info: str) -> bool:
+    """Whether whisper.cpp was built with its CUDA backend (its system info names it)."""
+    return "CUDA" in system_info
+
+
 class WhisperCppBackend:
     def __init__(self, settings: SttEngineSettings) -> None:
+        import _pywhispercpp
         from pywhispercpp.model import Model
 
         path = settings.model_path
         if not path.is_file():
             raise FileNotFoundError(f"STT_MODEL_PATH {path} is not a ggml model file")
         beam = settings.stt_beam_size
+        self.device = resolve_device(
+            settings.stt_device,
+            whispercpp_has_cuda(_pywhispercpp.whisper_print_system_info()),
+            "STT_DEVICE",
+        )
         self._model = Model(
             str(path),
+            context_params={"use_gpu": self.device == "cuda"},
             params_sampling_strategy=1 if beam > 1 else 0,
             redirect_whispercpp_logs_to=None,
             n_threads=settings.stt_threads,
