@@ -7,17 +7,20 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_random_exponential as wait_exp
 
 from voice_contracts.fetch import FetchSpec, FileSpec, redact_url
+from voice_fetch import hub, s3
 from voice_fetch.disk import free_bytes
-from voice_fetch.errors import FetchError, Reason, is_disk_full
+from voice_fetch.errors import FetchError, Reason, RetryableError, is_disk_full
 from voice_fetch.manifest import FileRecord
 from voice_fetch.part_file import PartFile
 from voice_fetch.progress import Progress
@@ -32,44 +35,38 @@ MIN_PROGRESS = 1 << 20
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509})
 
 
-class RetryableError(Exception):
-    """One attempt failed in a way that another attempt may not."""
+class OriginHeader:
+    """Adds a secret header to requests for one origin only: a redirect to another host
+    (a CDN) must not receive the credential. Aimed anew for each file, whose source
+    decides the header (the spec's auth header, or the Hub's token)."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass
-class AuthHeader:
-    """Adds the secret header to requests for the file's own origin only: a redirect to
-    another host (a CDN) must not receive the credential."""
-
-    name: str
-    value: str
-    origin: tuple[bytes, str, int | None] | None = None
+    def __init__(self) -> None:
+        self.header: tuple[str, str] | None = None
+        self.origin: tuple[bytes, str, int | None] | None = None
 
     def __call__(self, request: httpx.Request) -> None:
+        if self.header is None:
+            return
+        name, value = self.header
         url = request.url
         if self.origin == (url.raw_scheme, url.host, url.port):
-            request.headers[self.name] = self.value
+            request.headers[name] = value
         else:
-            request.headers.pop(self.name, None)
+            request.headers.pop(name, None)
 
-    def aim_at(self, url: str) -> None:
+    def aim(self, header: tuple[str, str] | None, url: str) -> None:
         u = httpx.URL(url)
-        self.origin = (u.raw_scheme, u.host, u.port)
+        self.header, self.origin = header, (u.raw_scheme, u.host, u.port)
 
 
-def make_client(spec: FetchSpec, auth: AuthHeader | None) -> httpx.Client:
+def make_client(spec: FetchSpec, auth: OriginHeader) -> httpx.Client:
     # The read timeout is the stall timeout: no byte for that long and the attempt ends.
     timeout = httpx.Timeout(spec.stall_timeout, connect=min(spec.stall_timeout, 30.0))
     return httpx.Client(
         timeout=timeout,
         follow_redirects=True,
         headers={"User-Agent": "voice-fetch", "Accept-Encoding": "identity"},
-        event_hooks={"request": [auth]} if auth else None,
+        event_hooks={"request": [auth]},
     )
 
 
@@ -79,15 +76,16 @@ class Downloader:
         spec: FetchSpec,
         progress: Progress,
         client: httpx.Client | None,
-        auth: AuthHeader | None = None,
+        auth: OriginHeader | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.progress = progress
         self.client = client
-        self.auth = auth
+        self.auth = auth or OriginHeader()
         self.on_retry = on_retry or (lambda _message: None)
         self.rehashed_bytes = 0
+        self._s3: Minio | None = None
 
     def fetch(self, index: int, f: FileSpec, final: Path) -> FileRecord:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +98,10 @@ class Downloader:
             while True:
                 if f.is_file_url:
                     self._copy_local(index, f, part, label)
+                elif f.scheme == "s3":
+                    self._retrying(index, f, part, label, self._attempt_s3)
                 else:
-                    self._download(index, f, part, label)
+                    self._retrying(index, f, part, label, self._attempt_http)
                 digest = part.hasher.hexdigest()
                 if digest == f.sha256:
                     break
@@ -161,10 +161,14 @@ class Downloader:
                     append(chunk)
                     self.progress.set_done(index, part.size)
 
-    def _download(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
-        assert self.client is not None
-        if self.auth:
-            self.auth.aim_at(f.url)
+    def _retrying(
+        self,
+        index: int,
+        f: FileSpec,
+        part: PartFile,
+        label: str,
+        attempt: Callable[[int, FileSpec, PartFile, str], None],
+    ) -> None:
         high_water = part.size
 
         def forgive_progress(state: RetryCallState) -> None:
@@ -190,7 +194,7 @@ class Downloader:
             reraise=True,
         )
         try:
-            retrying(self._attempt, index, f, part, label)
+            retrying(attempt, index, f, part, label)
         except RetryableError as exc:
             raise FetchError(
                 exc.reason,
@@ -198,7 +202,80 @@ class Downloader:
                 "attempts without progress)",
             ) from None
 
-    def _attempt(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+    def _attempt_http(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+        """http(s) from the url; hf from the Hub's resolve url, asked anew each attempt
+        (a 5xx from the Hub is retried like any other)."""
+        url = f.url
+        if f.scheme == "hf":
+            source = hub.resolve(
+                f.url,
+                f"spec.files[{index}].url",
+                label,
+                self.spec.hf_token.get_secret_value() if self.spec.hf_token else None,
+                self.spec.hf_endpoint,
+            )
+            url = source.url
+            header = ("Authorization", source.authorization) if source.authorization else None
+        elif self.spec.auth_header_value is not None:
+            header = (self.spec.auth_header_name, self.spec.auth_header_value.get_secret_value())
+        else:
+            header = None
+        self.auth.aim(header, url)
+        self._attempt(index, url, part, label)
+
+    def _attempt_s3(self, index: int, f: FileSpec, part: PartFile, label: str) -> None:
+        """One ranged GET of the object, If-Match the ETag the .part's bytes came from."""
+        if self._s3 is None:
+            self._s3 = s3.make_client(self.spec)
+        obj = s3.s3_object(f.url)
+        where = f"s3://{obj.bucket}/{obj.key}"
+        part.ensure_consistent()
+        response = None
+        try:
+            stat = self._s3.stat_object(obj.bucket, obj.key)
+            total = stat.size or 0
+            if part.size and (part.validator not in (None, stat.etag) or part.size > total):
+                log.warning(
+                    "%s: %s changed since the .part was written; starting over", label, where
+                )
+                part.reset()
+            part.validator = stat.etag
+            self.progress.set_total(index, total)
+            self.progress.set_done(index, part.size)
+            if part.size == total:
+                return
+            self._check_space(part, total, label)
+            headers: dict[str, str | list[str] | tuple[str]] | None = (
+                {"If-Match": stat.etag} if stat.etag else None
+            )
+            response = self._s3.get_object(
+                obj.bucket, obj.key, offset=part.size, request_headers=headers
+            )
+            with part.appender() as append:
+                for chunk in response.stream(self.spec.chunk_size):
+                    append(chunk)
+                    self.progress.set_done(index, part.size)
+            if part.size < total:
+                raise RetryableError(Reason.CONNECTION_ERROR, "the body ended early")
+        except (S3Error, InvalidResponseError) as exc:
+            if isinstance(exc, S3Error) and exc.code == "PreconditionFailed":
+                part.reset()
+                raise RetryableError(Reason.HTTP_ERROR, f"{where} changed; starting over") from None
+            raise s3.failure(exc, label, where) from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise RetryableError(
+                Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise RetryableError(
+                Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}"
+            ) from None
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def _attempt(self, index: int, url: str, part: PartFile, label: str) -> None:
         assert self.client is not None
         part.ensure_consistent()
         headers = {}
@@ -207,9 +284,9 @@ class Downloader:
             if part.validator:
                 # The server sends the whole file (200) if it changed since.
                 headers["If-Range"] = part.validator
-        where = redact_url(f.url)
+        where = redact_url(url)
         try:
-            with self.client.stream("GET", f.url, headers=headers) as response:
+            with self.client.stream("GET", url, headers=headers) as response:
                 if response.status_code == 416 and part.size:
                     if _unsatisfied_total(response) == part.size:
                         return  # the .part already holds the whole file
