@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from voice_contracts.layout import PART_SUFFIX, RESERVED_NAMES
+from voice_contracts.layout import PART_STATE_SUFFIX, PART_SUFFIX, RESERVED_NAMES
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -382,7 +382,7 @@ def check_file_set(files: tuple[FileSpec, ...]) -> None:
     for i, f in enumerate(files):
         # The parts of one file's path may not be another file, nor its temporary name.
         prefixes = ["/".join(f.path.split("/")[:k]) for k in range(1, f.path.count("/") + 1)]
-        for prefix in [*prefixes, f.path + PART_SUFFIX]:
+        for prefix in [*prefixes, f.path + PART_SUFFIX, f.path + PART_STATE_SUFFIX]:
             j = seen.get(prefix)
             if j is not None and j != i:
                 raise InvalidSpecError(
