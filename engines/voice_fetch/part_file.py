@@ -210,6 +210,8 @@ class _Pipeline:
         self.snapshots: dict[int, bytes] = {}
         self.offset = offset  # of the next byte put
         self.unsynced = 0
+        # fdatasync off the writer's path: writes go on into the page cache meanwhile.
+        self.syncer = _Syncer(f.fileno(), lambda offset: self._offer(offset, None))
         self.threads = [
             threading.Thread(target=self._write, name="write", daemon=True),
             threading.Thread(target=self._hash, name="sha256", daemon=True),
@@ -228,7 +230,7 @@ class _Pipeline:
             self._mark()
 
     def close(self) -> None:
-        """Drain both threads, sync, save the state; re-raise a writer's error."""
+        """Drain the threads, sync, save the state; re-raise a writer's error."""
         self._mark()
         self.to_write.put(None)
         self.to_hash.put(None)
@@ -249,14 +251,16 @@ class _Pipeline:
                 continue  # drain, so that the caller never blocks on a full queue
             try:
                 if isinstance(item, int):
-                    os.fdatasync(fd)
-                    self._offer(item, None)
+                    self.syncer.request(item)
                 else:
                     view = memoryview(item)
                     while view:
                         view = view[os.write(fd, view) :]
             except BaseException as exc:
                 self.error = exc
+        self.syncer.stop()
+        if self.syncer.error is not None and self.error is None:
+            self.error = self.syncer.error
 
     def _hash(self) -> None:
         while (item := self.to_hash.get()) is not None:
@@ -280,3 +284,47 @@ class _Pipeline:
             done = self.synced
         with suppress(OSError):
             self.save(done, state)  # a state not saved only costs a re-hash later
+
+
+class _Syncer:
+    """fdatasync in the background. A request for offset N comes after the bytes up to N
+    were written, so once a sync that started after the request returns, they are on
+    disk; requests that pile up meanwhile share one sync."""
+
+    def __init__(self, fd: int, synced: Callable[[int], None]) -> None:
+        self.fd, self.synced = fd, synced
+        self.cond = threading.Condition()
+        self.wanted: int | None = None
+        self.stopping = False
+        self.error: OSError | None = None
+        self.thread = threading.Thread(target=self._run, name="sync", daemon=True)
+        self.thread.start()
+
+    def request(self, offset: int) -> None:
+        if self.error is not None:
+            raise self.error  # ENOSPC may surface only at sync time
+        with self.cond:
+            self.wanted = offset
+            self.cond.notify()
+
+    def stop(self) -> None:
+        """Returns once every request so far has been synced."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.wanted is None and not self.stopping:
+                    self.cond.wait()
+                offset, self.wanted = self.wanted, None
+                if offset is None:
+                    return  # stopping, nothing left
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                self.error = exc
+                return
+            self.synced(offset)
