@@ -79,7 +79,7 @@ def fetch_version(
             auth = OriginHeader()
             needs_http = any(spec.files[i].scheme in ("http", "https", "hf") for i in missing)
             with contextlib.ExitStack() as stack:
-                client = stack.enter_context(make_client(spec, auth)) if needs_http else None
+                client = stack.enter_context(make_client(spec)) if needs_http else None
                 downloader = Downloader(spec, progress, client, auth, on_retry=on_state)
                 for n, i in enumerate(missing, 1):
                     f = spec.files[i]
