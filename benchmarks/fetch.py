@@ -7,7 +7,11 @@ file server on 127.0.0.1, downloads it with curl and with `voice-fetch`, and pri
 - throughput of each (best of N runs, whole process: start-up and the fetcher's fsync
   included) and the ratio fetcher / curl (goal >= 0.8);
 - bytes the server sent twice when the connection is cut half-way (goal 0), and bytes
-  re-hashed from disk (0 within one process; a new process must re-hash its .part).
+  re-hashed from disk (goal 0: within one process the hasher holds them, a new process
+  continues from the hash state saved beside the .part).
+
+Run it with PYTHONPATH pointing at another checkout's contracts/ and engines/ to measure
+that code against curl in the same conditions (before/after).
 """
 
 from __future__ import annotations

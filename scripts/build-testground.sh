@@ -5,6 +5,7 @@
 #
 #   scripts/build-testground.sh            # all programs
 #   scripts/build-testground.sh kwok helm  # just these
+#   scripts/build-testground.sh minio      # the S3 server of tests/fetch
 #
 # Prints the assets folder last (the envtest convention: one folder of binaries).
 set -euo pipefail
@@ -115,17 +116,25 @@ helm_program() {
     "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
+minio_program() {
+  log "building minio $MINIO_VERSION"
+  GOBIN="$1" go install -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+}
+
 build_etcd() { build_into "$cache/etcd-$ETCD_VERSION" etcd_program "$cache/etcd-$ETCD_VERSION"; }
 build_kubernetes() {
   build_into "$cache/kubernetes-$K8S_VERSION" kubernetes_programs "$cache/kubernetes-$K8S_VERSION"
 }
 build_kwok() { build_into "$cache/kwok-$KWOK_VERSION" kwok_program "$cache/kwok-$KWOK_VERSION"; }
 build_helm() { build_into "$cache/helm-$HELM_VERSION" helm_program "$cache/helm-$HELM_VERSION"; }
+build_minio() {
+  build_into "$cache/minio-$MINIO_VERSION" minio_program "$cache/minio-$MINIO_VERSION"
+}
 
 # build-node.sh sources this file for its helpers; run as a script, it builds.
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(etcd kubernetes kwok helm)
+[[ ${#targets[@]} -gt 0 ]] || targets=(etcd kubernetes kwok helm minio)
 for t in "${targets[@]}"; do
   start=$SECONDS
   "build_$t"

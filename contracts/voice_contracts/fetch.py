@@ -28,13 +28,27 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from voice_contracts.layout import PART_SUFFIX, RESERVED_NAMES
+from voice_contracts.layout import PART_STATE_SUFFIX, PART_SUFFIX, RESERVED_NAMES
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _OLLAMA_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
+
+# The url forms of the model sources, here once: the CRD's rules (voice_operator.api) and
+# the fetcher's validation both use these. They check the shape only; the fetcher then
+# parses an hf url with huggingface_hub's own parser (a revision such as refs/pr/1 may
+# hold '/'), and the default repo type is a model (datasets/ and spaces/ prefixes work).
+HF_URL = (
+    r"^hf://((datasets|spaces)/)?[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*"
+    r"(@[^@\s/][^@\s]*)?/[^\s]*[^\s/]$"
+)
+HF_URL_FORM = "an hf url is hf://<org>/<repo>[@<revision>]/<path of a file in the repo>"
+# Bucket names as S3 allows them (3-63 of lowercase letters, digits, '.', '-').
+S3_URL = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
+S3_URL_FORM = "an s3 url is s3://<bucket>/<key>"
+URL_SCHEMES = ("http", "https", "file", "hf", "s3")
 
 
 class Reason(StrEnum):
@@ -108,6 +122,29 @@ class InvalidSpecError(FetchError):
 # --- the input --------------------------------------------------------------------------
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` is no source the fetcher can read, or None. One rule for both sides: the
+    operator's spec model and the fetcher's input."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"is not a url ({exc})"
+    if parts.scheme not in URL_SCHEMES:
+        return f"unsupported url scheme {parts.scheme!r}: use {', '.join(URL_SCHEMES)}"
+    if parts.scheme == "hf":
+        return None if re.fullmatch(HF_URL, url) else HF_URL_FORM
+    if parts.scheme == "s3":
+        return None if re.fullmatch(S3_URL, url) else S3_URL_FORM
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return "a file url names a local path (file:///...), not a host"
+        if not unquote(parts.path).startswith("/"):
+            return "a file url needs an absolute path"
+    elif not parts.hostname:
+        return "the url has no host"
+    return None
+
+
 class FileSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -118,16 +155,9 @@ class FileSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https", "file"):
-            raise ValueError(f"unsupported url scheme {parts.scheme!r}: use http, https or file")
-        if parts.scheme == "file":
-            if parts.netloc not in ("", "localhost"):
-                raise ValueError("a file url names a local path (file:///...), not a host")
-            if not unquote(parts.path).startswith("/"):
-                raise ValueError("a file url needs an absolute path")
-        elif not parts.hostname:
-            raise ValueError("the url has no host")
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(problem)
         return url
 
     @field_validator("sha256")
@@ -149,8 +179,12 @@ class FileSpec(BaseModel):
         return value
 
     @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
     def is_file_url(self) -> bool:
-        return self.url.startswith("file:")
+        return self.scheme == "file"
 
     @property
     def local_source(self) -> Path:
@@ -176,6 +210,16 @@ class FetchSpec(BaseModel):
     auth_header_name: str = Field("Authorization", alias="FETCH_AUTH_HEADER_NAME")
     # From a Secret (valueFrom), never rendered as a value.
     auth_header_value: SecretStr | None = Field(None, alias="FETCH_AUTH_HEADER")
+    # hf:// files: the Hub (or a mirror) and a token; unset, huggingface_hub's defaults.
+    hf_endpoint: str | None = Field(None, alias="FETCH_HF_ENDPOINT")
+    hf_token: SecretStr | None = Field(None, alias="FETCH_HF_TOKEN")
+    # s3:// files: an S3-compatible endpoint (unset: AWS), its region, path-style
+    # addressing (MinIO, Ceph) and the key pair; both keys come from a Secret.
+    s3_endpoint: str | None = Field(None, alias="FETCH_S3_ENDPOINT")
+    s3_region: str | None = Field(None, alias="FETCH_S3_REGION", max_length=64)
+    s3_path_style: bool = Field(False, alias="FETCH_S3_PATH_STYLE")
+    s3_access_key_id: SecretStr | None = Field(None, alias="FETCH_S3_ACCESS_KEY_ID")
+    s3_secret_access_key: SecretStr | None = Field(None, alias="FETCH_S3_SECRET_ACCESS_KEY")
     stall_timeout: float = Field(30.0, alias="FETCH_STALL_TIMEOUT", gt=0)
     max_attempts: int = Field(6, alias="FETCH_MAX_ATTEMPTS", ge=1)
     backoff_max: float = Field(30.0, alias="FETCH_BACKOFF_MAX", ge=0)
@@ -205,6 +249,15 @@ class FetchSpec(BaseModel):
             raise ValueError("must be a header name (letters, digits and '-')")
         return name
 
+    @field_validator("hf_endpoint", "s3_endpoint")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http or https url")
+        return url
+
     @field_validator("ollama_model")
     @classmethod
     def _ollama_model(cls, model: str | None) -> str | None:
@@ -220,11 +273,16 @@ def env_name(field: str) -> str:
     return alias
 
 
+# The fields that carry credentials: the Job takes each from a Secret (valueFrom).
+SECRET_FIELDS = ("auth_header_value", "hf_token", "s3_access_key_id", "s3_secret_access_key")
+
+
 def job_env(spec: FetchSpec) -> list[dict[str, str]]:
-    """The Job's `env` for what differs from the fetcher's defaults; the secret header is
-    left to the caller, who knows the Secret it comes from (valueFrom)."""
+    """The Job's `env` for what differs from the fetcher's defaults; the secrets are left
+    to the caller, who knows the Secrets they come from (valueFrom)."""
     values = spec.model_dump(by_alias=True, exclude_defaults=True, mode="json")
-    values.pop(env_name("auth_header_value"), None)
+    for field in SECRET_FIELDS:
+        values.pop(env_name(field), None)
     return [{"name": name, "value": str(value)} for name, value in values.items()]
 
 
@@ -266,11 +324,11 @@ def report_mode_default(env: Mapping[str, str]) -> Literal["kube", "log"]:
 
 def load_spec(env: Mapping[str, str]) -> FetchSpec:
     """Validate the environment; raises InvalidSpecError naming the first bad field."""
-    secret = env_name("auth_header_value")
+    secrets = {env_name(f) for f in SECRET_FIELDS}
     raw: dict[str, Any] = {}
     for info in FetchSpec.model_fields.values():
         assert info.alias is not None
-        if env.get(info.alias, "") != "" or (info.alias == secret and info.alias in env):
+        if env.get(info.alias, "") != "" or (info.alias in secrets and info.alias in env):
             raw[info.alias] = env[info.alias]
     raw.setdefault(env_name("report"), report_mode_default(env))
 
@@ -293,10 +351,22 @@ def load_spec(env: Mapping[str, str]) -> FetchSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidSpecError(_field_name(first["loc"]), _problem(first)) from None
-    if spec.auth_header_value is not None and not spec.auth_header_value.get_secret_value():
-        raise InvalidSpecError(secret, "is set but empty")
+    for field in SECRET_FIELDS:
+        value = getattr(spec, field)
+        if value is not None and not value.get_secret_value():
+            raise InvalidSpecError(env_name(field), "is set but empty")
+    if (spec.s3_access_key_id is None) != (spec.s3_secret_access_key is None):
+        raise InvalidSpecError(
+            env_name("s3_secret_access_key"),
+            "an S3 key pair needs both the access key id and the secret access key",
+        )
     check_file_set(spec.files)
     return spec
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The credentials in the environment, for the log filter that cuts them out."""
+    return [v for f in SECRET_FIELDS if (v := env.get(env_name(f), ""))]
 
 
 def check_file_set(files: tuple[FileSpec, ...]) -> None:
@@ -312,7 +382,7 @@ def check_file_set(files: tuple[FileSpec, ...]) -> None:
     for i, f in enumerate(files):
         # The parts of one file's path may not be another file, nor its temporary name.
         prefixes = ["/".join(f.path.split("/")[:k]) for k in range(1, f.path.count("/") + 1)]
-        for prefix in [*prefixes, f.path + PART_SUFFIX]:
+        for prefix in [*prefixes, f.path + PART_SUFFIX, f.path + PART_STATE_SUFFIX]:
             j = seen.get(prefix)
             if j is not None and j != i:
                 raise InvalidSpecError(
@@ -338,7 +408,7 @@ def _problem(error: Any) -> str:
     msg = msg.removeprefix("Value error, ")
     if error["type"] == "missing":
         return "is required"
-    if error["loc"][0] == env_name("auth_header_value"):
+    if error["loc"][0] in {env_name(f) for f in SECRET_FIELDS}:
         return msg  # never echo the secret
     if error["loc"][-1] == "url" and isinstance(error.get("input"), str):
         return f"{msg} (got {redact_url(error['input'])!r})"

@@ -13,6 +13,8 @@ MODELS_MOUNT = "/models"
 MANIFEST_NAME = ".manifest.json"
 LOCK_NAME = ".fetch.lock"
 PART_SUFFIX = ".part"
+# Beside a .part: the SHA-256 state of its first bytes, so a resume reads none of them again.
+PART_STATE_SUFFIX = ".part.sha256-state"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, LOCK_NAME, MANIFEST_NAME + ".tmp"})
 
 # The gateway's routes ConfigMap, mounted as a directory (kubelet swaps the file in place).

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from voice_contracts.layout import LOCK_NAME
 from voice_fetch.errors import FetchError, Reason
@@ -16,10 +17,15 @@ from voice_fetch.errors import FetchError, Reason
 HASH_BLOCK = 1 << 20
 
 
-def hash_into(hasher: hashlib._Hash, path: Path, block: int = HASH_BLOCK) -> int:
-    """Feed the file's bytes to `hasher`; returns how many bytes were read."""
+class _Hasher(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+
+def hash_into(hasher: _Hasher, path: Path, start: int = 0, block: int = HASH_BLOCK) -> int:
+    """Feed the file's bytes from `start` on to `hasher`; returns how many were read."""
     count = 0
     with path.open("rb") as f:
+        f.seek(start)
         buf = bytearray(block)
         view = memoryview(buf)
         while n := f.readinto(buf):

@@ -7,7 +7,23 @@ import errno
 
 from voice_contracts.fetch import FetchError, InvalidSpecError, Reason
 
-__all__ = ["FetchError", "InvalidSpecError", "Reason", "Terminated", "is_disk_full"]
+__all__ = [
+    "FetchError",
+    "InvalidSpecError",
+    "Reason",
+    "RetryableError",
+    "Terminated",
+    "is_disk_full",
+]
+
+
+class RetryableError(Exception):
+    """One attempt failed in a way that another attempt may not."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class Terminated(BaseException):

@@ -29,6 +29,7 @@ from voice_contracts.fetch import (
     exit_code_for,
     load_spec,
     report_mode_default,
+    secret_values,
 )
 from voice_fetch.errors import Terminated, is_disk_full
 from voice_fetch.progress import Progress
@@ -57,30 +58,32 @@ class JsonLogFormatter(logging.Formatter):
 
 
 class RedactSecret(logging.Filter):
-    """Second line of defence: no message should hold the secret, but if one does, the
+    """Second line of defence: no message should hold a secret, but if one does, the
     value is cut out before the line is written."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secret = secret
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if self.secret in text:
-            record.msg, record.args = text.replace(self.secret, "<redacted>"), None
+        if any(s in text for s in self.secrets):
+            for secret in self.secrets:
+                text = text.replace(secret, "<redacted>")
+            record.msg, record.args = text, None
         return True
 
 
-def configure_logging(secret: str | None) -> None:
+def configure_logging(secrets: list[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
-    if secret:
-        handler.addFilter(RedactSecret(secret))
+    if secrets:
+        handler.addFilter(RedactSecret(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # Their INFO lines carry full urls, query strings (presigned tokens) included.
-    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3"):
+    for noisy in ("httpx", "httpx2", "httpcore", "kubernetes", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -136,8 +139,7 @@ def fetch(spec: FetchSpec, reporter: Reporter, progress: Progress) -> DownloadSt
 
 
 def run(env: Mapping[str, str]) -> int:
-    secret = env.get("FETCH_AUTH_HEADER") or None
-    configure_logging(secret)
+    configure_logging(secret_values(env))
     try:
         spec = load_spec(env)
     except InvalidSpecError as exc:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voice_contracts.layout import LOCK_NAME, MANIFEST_NAME, PART_SUFFIX
+from voice_contracts.layout import LOCK_NAME, MANIFEST_NAME, PART_STATE_SUFFIX, PART_SUFFIX
 from voice_fetch.disk import atomic_write, sha256_file
 
 
@@ -58,7 +58,7 @@ def _is_fetcher_file(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     return (
         rel in (MANIFEST_NAME, MANIFEST_NAME + ".tmp", LOCK_NAME)
-        or name.endswith(PART_SUFFIX)
+        or name.endswith((PART_SUFFIX, PART_STATE_SUFFIX, PART_STATE_SUFFIX + ".tmp"))
         # Ollama's own in-progress blobs: sha256-<hex>-partial and -partial-<n>.
         or "-partial" in name
     )

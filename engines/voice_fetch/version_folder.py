@@ -16,7 +16,7 @@ from voice_fetch.disk import (
     remove_durably,
     sha256_file,
 )
-from voice_fetch.download import AuthHeader, Downloader, make_client
+from voice_fetch.download import Downloader, OriginHeader, make_client
 from voice_fetch.errors import InvalidSpecError
 from voice_fetch.manifest import FileRecord, read_manifest, write_manifest
 from voice_fetch.progress import Progress
@@ -76,12 +76,10 @@ def fetch_version(
         if missing:
             # The folder is about to change: it must not look complete meanwhile.
             remove_durably(dest / MANIFEST_NAME)
-            auth = None
-            if spec.auth_header_value is not None:
-                auth = AuthHeader(spec.auth_header_name, spec.auth_header_value.get_secret_value())
-            needs_http = any(not spec.files[i].is_file_url for i in missing)
+            auth = OriginHeader()
+            needs_http = any(spec.files[i].scheme in ("http", "https", "hf") for i in missing)
             with contextlib.ExitStack() as stack:
-                client = stack.enter_context(make_client(spec, auth)) if needs_http else None
+                client = stack.enter_context(make_client(spec)) if needs_http else None
                 downloader = Downloader(spec, progress, client, auth, on_retry=on_state)
                 for n, i in enumerate(missing, 1):
                     f = spec.files[i]

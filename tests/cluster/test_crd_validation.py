@@ -120,6 +120,29 @@ def test_valid_asset_is_accepted(cluster: Cluster, namespace: str):
     assert stored["spec"]["storage"]["accessModes"] == ["ReadWriteOnce"]
 
 
+def test_hub_and_s3_sources_are_accepted_with_defaults(cluster: Cluster, namespace: str):
+    obj = asset(
+        namespace,
+        files=[
+            {"url": "hf://rhasspy/piper-voices@v1.0.0/en/joe.onnx", "sha256": SHA,
+             "path": "joe.onnx"},
+            {"url": "s3://models/piper/joe.onnx.json", "sha256": SHA, "path": "joe.onnx.json"},
+        ],
+        huggingFace={"tokenSecretRef": {"name": "hf", "key": "token"}},
+        s3={"endpoint": "http://minio.storage:9000", "credentialsSecretRef": {"name": "s3"}},
+    )  # fmt: skip
+    cluster.apply(obj)
+    stored = json.loads(
+        cluster.kubectl("get", "modelasset", "joe", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["s3"]["pathStyle"] is False
+    assert stored["spec"]["s3"]["credentialsSecretRef"] == {
+        "name": "s3",
+        "accessKeyIdKey": "AWS_ACCESS_KEY_ID",
+        "secretAccessKeyKey": "AWS_SECRET_ACCESS_KEY",
+    }
+
+
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
@@ -150,6 +173,26 @@ def test_valid_asset_is_accepted(cluster: Cluster, namespace: str):
         ),
         (lambda s: s.update(format="ollama"), "spec", "format ollama needs spec.ollama"),
         (lambda s: s.update(version="v 2"), "spec.version", "should match"),
+        (
+            lambda s: s["files"][0].update(url="hf://rhasspy/joe.onnx"),
+            "spec.files[0].url",
+            "an hf url is hf://<org>/<repo>[@<revision>]/<path of a file in the repo>",
+        ),
+        (
+            lambda s: s["files"][0].update(url="s3://Models/joe.onnx"),
+            "spec.files[0].url",
+            "an s3 url is s3://<bucket>/<key>",
+        ),
+        (
+            lambda s: s.update(huggingFace={"endpoint": "hub.internal"}),
+            "spec.huggingFace.endpoint",
+            "should match",
+        ),
+        (
+            lambda s: s.update(s3={"credentialsSecretRef": {}}),
+            "spec.s3.credentialsSecretRef.name",
+            "Required value",
+        ),
     ],
     ids=[
         "missing-sha256",
@@ -163,6 +206,10 @@ def test_valid_asset_is_accepted(cluster: Cluster, namespace: str):
         "size-and-claim",
         "ollama-no-model",
         "version-with-space",
+        "hf-url-without-repo",
+        "s3-url-bad-bucket",
+        "hf-endpoint-not-a-url",
+        "s3-secret-without-name",
     ],
 )
 def test_bad_asset_is_rejected_naming_the_field(

@@ -7,12 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+from fetch.fileserver import FileServer
+from fetch.hubserver import HubServer
+from fetch.s3server import ACCESS_KEY, SECRET_KEY, find_minio, minio_server
 from testground import Cluster
 from testground.harness import (
     ServedModel,
     condition,
+    digest,
     download_job,
     make_ready_asset,
+    model_paths,
     run_fetch_job,
     run_job_command,
     wait_for,
@@ -26,7 +31,7 @@ pytestmark = pytest.mark.cluster
 def voice_asset(
     namespace: str, models: dict[str, ServedModel], version: str = "v1", **spec: object
 ) -> dict:
-    files = [
+    files = spec.pop("files", None) or [
         {"url": models[n].url, "sha256": models[n].sha256, "path": p}
         for n, p in (("joe.onnx", "joe.onnx"), ("joe.onnx.json", "joe.onnx.json"))
     ]
@@ -130,6 +135,68 @@ def test_create_gives_a_volume_and_a_job_then_ready_with_versions(
         "json",
     ).stdout
     assert "Verified" in {e["reason"] for e in json.loads(events)["items"]}
+
+
+@pytest.mark.usefixtures("operator")
+def test_hub_and_s3_files_become_a_ready_version_with_credentials_from_secrets(
+    cluster: Cluster, kube: Kube, namespace: str, tmp_path: Path
+):
+    binary = find_minio()
+    if binary is None:
+        pytest.skip("no minio binary (scripts/build-testground.sh minio builds one into the cache)")
+    paths = model_paths()
+    onnx, meta = paths["joe.onnx"], paths["joe.onnx.json"]
+    with (
+        FileServer() as cdn,
+        HubServer(cdn) as hub,
+        minio_server(binary, tmp_path / "minio") as s3,
+    ):
+        hub.add_repo("rhasspy/piper-voices", token="hf_cluster_token")
+        hub.add_file("rhasspy/piper-voices", "en/joe.onnx", onnx)
+        s3.put("voices", "joe/joe.onnx.json", meta)
+        secrets = {
+            "hf-token": {"token": "hf_cluster_token"},
+            "s3-keys": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+        }
+        for name, data in secrets.items():
+            cluster.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "stringData": data,
+                }
+            )
+        obj = voice_asset(
+            namespace,
+            {},
+            files=[
+                {"url": "hf://rhasspy/piper-voices@main/en/joe.onnx", "sha256": digest(onnx),
+                 "path": "joe.onnx"},
+                {"url": "s3://voices/joe/joe.onnx.json", "sha256": digest(meta),
+                 "path": "joe.onnx.json"},
+            ],
+            huggingFace={"tokenSecretRef": {"name": "hf-token", "key": "token"},
+                         "endpoint": hub.endpoint},
+            s3={"endpoint": s3.endpoint, "pathStyle": True,
+                "credentialsSecretRef": {"name": "s3-keys"}},
+        )  # fmt: skip
+        cluster.apply(obj)
+
+        result = download(kube, cluster, namespace, "v1", tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    [v1] = wait_ready(kube, namespace, "v1")["status"]["versions"]
+    assert {f["path"]: f["sha256"] for f in v1["files"]} == {
+        "joe.onnx": digest(onnx),
+        "joe.onnx.json": digest(meta),
+    }
+    assert (tmp_path / "joe" / "v1" / "joe.onnx").read_bytes() == onnx.read_bytes()
+    assert (tmp_path / "joe" / "v1" / "joe.onnx.json").read_bytes() == meta.read_bytes()
+    # The token reached the Hub from the Secret; neither secret is in the fetcher's output.
+    assert {r["authorization"] for r in hub.requests} == {"Bearer hf_cluster_token"}
+    assert "hf_cluster_token" not in result.stdout + result.stderr
+    assert SECRET_KEY not in result.stdout + result.stderr
 
 
 @pytest.mark.usefixtures("operator")

@@ -81,6 +81,11 @@ def test_tunables_and_file_urls() -> None:
         ([GOOD, {**GOOD, "url": "http://h/2"}], "spec.files[1].path", "duplicates spec.files[0]"),
         ([GOOD, {**GOOD, "path": "joe.onnx/x"}], "spec.files[0].path", "clashes"),
         ([GOOD, {**GOOD, "path": "joe.onnx.part"}], "spec.files[1].path", "clashes"),
+        ([{**GOOD, "url": "hf://rhasspy/joe.onnx"}], "spec.files[0].url", "an hf url is"),
+        ([{**GOOD, "url": "hf://org/repo@/joe.onnx"}], "spec.files[0].url", "an hf url is"),
+        ([{**GOOD, "url": "hf://org/repo@main/"}], "spec.files[0].url", "an hf url is"),
+        ([{**GOOD, "url": "s3://Models/joe.onnx"}], "spec.files[0].url", "an s3 url is"),
+        ([{**GOOD, "url": "s3://models"}], "spec.files[0].url", "an s3 url is"),
         ([], "spec.files", "non-empty"),
         (["joe.onnx"], "spec.files[0]", ""),
     ],
@@ -105,6 +110,10 @@ def test_bad_files_name_the_field(files: Any, field: str, words: str) -> None:
         ({"FETCH_FILES": "[{"}, "FETCH_FILES"),
         ({"FETCH_OLLAMA_MODEL": "llama3:8b"}, "spec.files"),  # both sources
         ({"FETCH_FILES": ""}, "spec.files"),  # neither
+        ({"FETCH_HF_ENDPOINT": "hub.internal"}, "FETCH_HF_ENDPOINT"),
+        ({"FETCH_S3_ENDPOINT": "ftp://store"}, "FETCH_S3_ENDPOINT"),
+        ({"FETCH_HF_TOKEN": ""}, "FETCH_HF_TOKEN"),
+        ({"FETCH_S3_ACCESS_KEY_ID": "id"}, "FETCH_S3_SECRET_ACCESS_KEY"),  # half a key pair
     ],
 )
 def test_bad_settings_name_the_variable(extra: dict[str, str], field: str) -> None:

@@ -236,6 +236,8 @@ def run_fetch_job(
             env[e["name"]] = value
     env["FETCH_DEST"] = str(volume) + env["FETCH_DEST"].removeprefix("/models")
     env.update(PATH=os.environ["PATH"], KUBECONFIG=str(kubeconfig), FETCH_REPORT_INTERVAL="0.5")
+    if "PYTHONPATH" in os.environ:  # the checkout under test, not the venv's install
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(tunables or {})
     command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

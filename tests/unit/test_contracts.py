@@ -152,6 +152,46 @@ def test_the_fetcher_reads_the_job_the_operator_renders() -> None:
     assert str(spec.dest).startswith(mounts["models"] + "/")
 
 
+def test_the_fetcher_reads_hub_and_s3_sources_with_their_secrets_by_reference() -> None:
+    asset = _asset(
+        files=[
+            {"url": "hf://rhasspy/piper-voices@v1/en/joe.onnx", "sha256": "a" * 64,
+             "path": "joe.onnx"},
+            {"url": "s3://models/joe.onnx.json", "sha256": "b" * 64, "path": "joe.onnx.json"},
+        ],
+        huggingFace={"tokenSecretRef": {"name": "hf", "key": "token"},
+                     "endpoint": "http://hub-mirror.models:8080"},
+        s3={"endpoint": "http://minio.storage:9000", "region": "eu-1", "pathStyle": True,
+            "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "id"}},
+    )  # fmt: skip
+    (container,) = desired_fetch_job(asset, SETTINGS)["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {
+        "FETCH_HF_TOKEN": {"name": "hf", "key": "token"},
+        "FETCH_S3_ACCESS_KEY_ID": {"name": "s3", "key": "id"},
+        "FETCH_S3_SECRET_ACCESS_KEY": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"},
+    }
+    spec = load_spec(
+        _environment(
+            container,
+            FETCH_HF_TOKEN="hf_abc",
+            FETCH_S3_ACCESS_KEY_ID="key-id",
+            FETCH_S3_SECRET_ACCESS_KEY="key-secret",
+        )
+    )
+    assert [f.scheme for f in spec.files] == ["hf", "s3"]
+    assert spec.hf_endpoint == "http://hub-mirror.models:8080"
+    assert spec.hf_token and spec.hf_token.get_secret_value() == "hf_abc"
+    assert (spec.s3_endpoint, spec.s3_region, spec.s3_path_style) == (
+        "http://minio.storage:9000",
+        "eu-1",
+        True,
+    )
+    assert spec.s3_access_key_id and spec.s3_access_key_id.get_secret_value() == "key-id"
+    assert spec.s3_secret_access_key
+    assert spec.s3_secret_access_key.get_secret_value() == "key-secret"
+
+
 def test_the_job_fails_at_once_exactly_on_the_fetchers_permanent_exit_codes() -> None:
     job = desired_fetch_job(_asset(), SETTINGS)
     rule = next(r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob")

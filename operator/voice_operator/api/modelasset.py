@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from voice_contracts.fetch import DownloadStatus, FileStatus
+from voice_contracts.fetch import (
+    HF_URL,
+    HF_URL_FORM,
+    S3_URL,
+    S3_URL_FORM,
+    URL_SCHEMES,
+    DownloadStatus,
+    FileStatus,
+    url_problem,
+)
 from voice_operator.api.common import (
     DNS_SUBDOMAIN,
     ApiModel,
@@ -35,9 +44,17 @@ FORMATS_BY_ENGINE: dict[str, tuple[str, ...]] = {
 # Segments may not start with a dot, so "." and ".." (and hidden files) can't appear.
 RELATIVE_PATH = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 SHA256 = r"^[a-f0-9]{64}$"
-URL = r"^(https?|file)://[^\s]+$"
+URL = rf"^({'|'.join(URL_SCHEMES)})://[^\s]+$"
+HTTP_URL = r"^https?://[^\s/]+(/[^\s]*)?$"
+
 # Used as a folder name and a label value.
 VERSION = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+def _cel_string(text: str) -> str:
+    """`text` as a CEL string literal in single quotes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
 
 # The longest names the operator derives from an asset's are its download and prune Jobs',
 # <name>-fetch-<8 hex> and <name>-prune-<8 hex>; the Job controller copies a Job's name into
@@ -55,9 +72,15 @@ class ModelFile(ApiModel):
     """One file of the model, verified by its sha256."""
 
     url: str = Field(
-        description="Where to download the file from: http, https or file URL.",
+        description="Where to download the file from: an http(s) or file url, "
+        "hf://<org>/<repo>[@<revision>]/<path> (a Hugging Face model repo; see "
+        "spec.huggingFace) or s3://<bucket>/<key> (see spec.s3).",
         max_length=2048,
         pattern=URL,
+        json_schema_extra=validations(
+            cel(f"!self.startsWith('hf://') || self.matches({_cel_string(HF_URL)})", HF_URL_FORM),
+            cel(f"!self.startsWith('s3://') || self.matches({_cel_string(S3_URL)})", S3_URL_FORM),
+        ),
     )
     sha256: str = Field(
         description="Expected SHA-256 of the file, lowercase hex.", max_length=64, pattern=SHA256
@@ -74,6 +97,14 @@ class ModelFile(ApiModel):
             )
         ),
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
 
 class OllamaSource(ApiModel):
@@ -143,6 +174,75 @@ class AuthSpec(ApiModel):
     )
 
 
+class HuggingFaceSource(ApiModel):
+    """How hf:// files are fetched: the Hub's endpoint and a token for private or gated
+    repos."""
+
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face access token (hf_...); public "
+        "repos need none.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Hub endpoint, for a mirror or a private Hub; default: the public Hub.",
+        max_length=2048,
+        pattern=HTTP_URL,
+    )
+
+
+class S3Credentials(ApiModel):
+    """A Secret holding an S3 key pair."""
+
+    name: str = Field(
+        description="Name of the Secret (same namespace).",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    access_key_id_key: str = Field(
+        default="AWS_ACCESS_KEY_ID",
+        description="Key of the access key id in the Secret.",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+    )
+    secret_access_key_key: str = Field(
+        default="AWS_SECRET_ACCESS_KEY",
+        description="Key of the secret access key in the Secret.",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+    )
+
+
+class S3Source(ApiModel):
+    """How s3:// files are fetched: the endpoint of an S3-compatible store and its keys."""
+
+    endpoint: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO, Ceph, R2...), e.g. "
+        "http://minio.storage:9000; default: AWS S3 of spec.s3.region.",
+        max_length=2048,
+        pattern=HTTP_URL,
+    )
+    region: str | None = Field(
+        default=None,
+        description="Region of the bucket, e.g. eu-central-1 (signs the requests).",
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+    )
+    path_style: bool = Field(
+        default=False,
+        description="Always address buckets as <endpoint>/<bucket>. Left false, the "
+        "client picks: <bucket>.<endpoint> (virtual-hosted) on AWS, path-style elsewhere.",
+    )
+    credentials_secret_ref: S3Credentials | None = Field(
+        default=None,
+        description="Secret with the key pair; public buckets need none.",
+    )
+
+
 class ModelAssetSpec(ApiModel):
     """The model a user wants available, at one version."""
 
@@ -183,7 +283,13 @@ class ModelAssetSpec(ApiModel):
         "always kept).",
     )
     auth: AuthSpec | None = Field(
-        default=None, description="Credentials for private download hosts."
+        default=None, description="Credentials for private http(s) download hosts."
+    )
+    hugging_face: HuggingFaceSource | None = Field(
+        default=None, description="Token and endpoint for hf:// files."
+    )
+    s3: S3Source | None = Field(
+        default=None, description="Endpoint, region and credentials for s3:// files."
     )
 
     model_config = {

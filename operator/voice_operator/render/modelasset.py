@@ -126,18 +126,32 @@ def fetch_env(asset: Asset) -> list[dict[str, Any]]:
         files=tuple(FileSpec(url=f.url, sha256=f.sha256, path=f.path) for f in spec.files or []),
         ollama_model=spec.ollama.model if spec.ollama else None,
         auth_header_name=spec.auth.header if spec.auth else "Authorization",
+        hf_endpoint=spec.hugging_face.endpoint if spec.hugging_face else None,
+        s3_endpoint=spec.s3.endpoint if spec.s3 else None,
+        s3_region=spec.s3.region if spec.s3 else None,
+        s3_path_style=spec.s3.path_style if spec.s3 else False,
     )
     env: list[dict[str, Any]] = [
         *job_env(fetch),
         # `ollama serve` writes a key pair under $HOME; the root filesystem is read-only.
         {"name": "HOME", "value": "/tmp"},
     ]
+    # Credentials by reference only: the kubelet resolves them, the Job never holds them.
+    secrets: list[tuple[str, str, str]] = []
     if spec.auth:
-        ref = spec.auth.secret_ref
+        secrets.append(("auth_header_value", spec.auth.secret_ref.name, spec.auth.secret_ref.key))
+    if spec.hugging_face and spec.hugging_face.token_secret_ref:
+        ref = spec.hugging_face.token_secret_ref
+        secrets.append(("hf_token", ref.name, ref.key))
+    if spec.s3 and spec.s3.credentials_secret_ref:
+        creds = spec.s3.credentials_secret_ref
+        secrets.append(("s3_access_key_id", creds.name, creds.access_key_id_key))
+        secrets.append(("s3_secret_access_key", creds.name, creds.secret_access_key_key))
+    for field, name, key in secrets:
         env.append(
             {
-                "name": env_name("auth_header_value"),
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                "name": env_name(field),
+                "valueFrom": {"secretKeyRef": {"name": name, "key": key}},
             }
         )
     return env
