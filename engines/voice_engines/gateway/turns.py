@@ -30,6 +30,9 @@ END_THRESHOLD = 0.35
 # Audio kept from before speech was detected: the detector needs a window or two to be
 # sure, and the first syllable must reach the transcriber.
 PRE_ROLL_MS = 300
+# Silence that counts as a pause worth transcribing in advance: shorter gaps come and go
+# between words, and each early decode would keep the transcriber from the interims.
+PAUSE_MS = 160
 
 
 class SpeechScorer(Protocol):
@@ -164,7 +167,11 @@ class Endpointer:
         else:
             self._silence_ms += WINDOW_MS
             events = []
-            if self._confirmed and self._paused_at_windows is None:
+            if (
+                self._confirmed
+                and self._paused_at_windows is None
+                and self._silence_ms >= min(PAUSE_MS, config.silence_ms / 2)
+            ):
                 self._paused_at_windows = self._speech_windows
                 events.append(SpeechPaused(self._elapsed_ms, self._speech_pcm()))
             if self._silence_ms >= config.silence_ms:
