@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voice_engines.common.correlation import _correlation_id, pick_correlation_id
 from voice_engines.common.errors import ApiError, error_body, validation_error
+from voice_engines.gateway.access import SUBPROTOCOL
 from voice_engines.gateway.audio import STT_RATE, PcmResampler, pcm_seconds, pcm_utterance
 from voice_engines.gateway.pipeline import (
     Heard,
@@ -502,7 +503,9 @@ class StreamSession:
 async def serve_stream(websocket: WebSocket, pipeline: Pipeline, watcher: RoutesWatcher) -> None:
     token = _correlation_id.set(pick_correlation_id(list(websocket.scope.get("headers", []))))
     try:
-        await websocket.accept()
+        # A browser that offered its token as a subprotocol needs one chosen in return.
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         try:
             session = StreamSession(websocket, pipeline, watcher)
         except ApiError as error:
