@@ -152,7 +152,7 @@ class TurnDetection(_Wire):
     # Speech of at least min_speech_ms during a reply stops the reply.
     barge_in: bool = True
     # Interim transcripts of the utterance so far, at most one per this much audio
-    # (0: none; the final transcript is then decoded after the end of speech).
+    # (0: none).
     interim_ms: int = Field(600, ge=0, le=10_000)
 
 

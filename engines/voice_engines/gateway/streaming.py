@@ -298,11 +298,12 @@ class StreamSession:
             if self.turns.barge_in:
                 await self._interrupt("speech")
         elif isinstance(event, SpeechPaused):
-            if self.turns.interim_ms > 0:
-                # Decoded while the silence is timed: when it ends the utterance with
-                # nothing said since, the transcript is ready (or nearly) at its end.
-                self._drop_tail()
-                self.tail = asyncio.create_task(self._hear(event.pcm))
+            # Decoded while the silence is timed: when it ends the utterance with nothing
+            # said since, the transcript is ready (or nearly) at its end. An interim
+            # still waiting at the transcriber would only delay it.
+            self._drop_interim()
+            self._drop_tail()
+            self.tail = asyncio.create_task(self._hear(event.pcm))
         elif isinstance(event, UtteranceEnded):
             await self.sender.json(
                 {"type": "speech_stopped", "at_ms": round(event.at_ms), "reason": event.reason}
@@ -327,6 +328,7 @@ class StreamSession:
             or self.turns.interim_ms <= 0
             or not endpointer.confirmed
             or (self.interim is not None and not self.interim.done())
+            or (self.tail is not None and not self.tail.done())
             or endpointer.elapsed_ms - self.interim_at_ms < self.turns.interim_ms
         ):
             return

@@ -258,7 +258,7 @@ class TurnDetectionSpec(ApiModel):
         ge=0,
         le=10000,
         description="Interim transcripts while the user speaks, at most one per this much "
-        "audio (0: none). They also let the final transcript be ready when the speech ends.",
+        "audio (0: none). Each is a decode by the STT stage.",
     )
 
 
