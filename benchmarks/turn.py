@@ -145,12 +145,14 @@ async def _paced(ws: Any, frames: list[bytes]) -> float:
 
 async def live_turn(url: str, speech: list[bytes], mode: str) -> dict[str, float]:
     """One question as a microphone sends it: speech, then silence (vad) or the end
-    message (manual). Times from the end of speech."""
+    message (manual, sent with the recording's last frame). Times from the end of speech:
+    the recording's last frame less its trailing silence."""
+    trailing = leading_silence_s(speech[::-1])
     silence = [bytes(FRAME)] * 60  # 1.2 s
     async with websockets.connect(url.replace("http://", "ws://") + "/v1/stream") as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "start", "turn_detection": mode}))
-        speech_end = await _paced(ws, speech)
+        speech_end = await _paced(ws, speech) - trailing
         if mode == "manual":
             await ws.send(json.dumps({"type": "end"}))
         else:
@@ -170,7 +172,8 @@ async def live_turn(url: str, speech: list[bytes], mode: str) -> dict[str, float
                 if mode != "manual":
                     await sending
                 timings = event["timings"]
-                ended = marks.get("speech_stopped", 0.0)
+                # Push-to-talk's end of utterance is the end message, after the recording.
+                ended = marks.get("speech_stopped", trailing)
                 return {
                     "voice_to_voice": marks["voice_to_voice"],
                     "endpointing": ended,
@@ -204,7 +207,7 @@ async def barge_in(url: str, story: list[bytes], interruption: list[bytes]) -> f
 
 
 def leading_silence_s(frames: list[bytes]) -> float:
-    """Piper starts its audio with a short silence: speech onset is after it."""
+    """Piper starts (and ends) its audio with a short silence: speech is inside it."""
     import numpy as np
 
     for i, frame in enumerate(frames):
@@ -244,7 +247,7 @@ def live_main(args: argparse.Namespace) -> int:
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
     rows = [
-        ("endpointing (end of speech to speech_stopped)", "endpointing"),
+        ("endpointing (end of speech to speech_stopped; end sent)", "endpointing"),
         ("STT tail (speech_stopped to transcript)", "stt_tail"),
         ("voice-to-voice (end of speech to first audio)", "voice_to_voice"),
     ]
