@@ -72,6 +72,8 @@ from voice_engines.gateway.turns import (
 
 log = logging.getLogger(__name__)
 
+MAX_VAD_FRAME_BYTES = 256 * 1024
+
 
 class StartMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -276,6 +278,15 @@ class StreamSession:
     # -- audio -------------------------------------------------------------------------
 
     async def _take_audio(self, data: bytes) -> None:
+        if self.vad and len(data) > MAX_VAD_FRAME_BYTES:
+            # The detector runs on the event loop: a huge frame would hold up every other
+            # connection for as long as it takes to score (6 ms per second of audio).
+            raise ApiError(
+                413,
+                "frame_too_large",
+                f"with voice activity detection a frame is at most {MAX_VAD_FRAME_BYTES} bytes "
+                f"({len(data)} sent); send the audio as it is captured, e.g. 20-100 ms frames",
+            )
         pcm = self.resampler.feed(data)
         if not self.vad:
             if len(self.audio) + len(pcm) > self.max_audio_bytes:
