@@ -38,6 +38,7 @@ from voice_engines.gateway.sessions import SessionStore, checked_session_id
 from voice_engines.gateway.settings import GatewaySettings
 from voice_engines.gateway.stages import Stages
 from voice_engines.gateway.streaming import serve_stream
+from voice_engines.gateway.twilio import serve_twilio
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # The turn's options, from the form or the query.
@@ -252,6 +253,12 @@ async def token(gateway: GatewayState) -> Response:
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket, gateway: GatewayState) -> None:
     await serve_stream(websocket, gateway.pipeline, gateway.watcher)
+
+
+@router.websocket("/v1/twilio")
+async def twilio(websocket: WebSocket, gateway: GatewayState) -> None:
+    """A phone call: Twilio Media Streams' messages, 8 kHz mu-law both ways."""
+    await serve_twilio(websocket, gateway.pipeline, gateway.watcher)
 
 
 @contextlib.asynccontextmanager
