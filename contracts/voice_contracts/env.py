@@ -154,6 +154,14 @@ class GatewayEnv(ServerEnv):
     gateway_first_piece_words: int = Field(6, ge=0, le=50)
     # Sent when the llm route's settings name no systemPrompt.
     gateway_system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # A folder of API keys, one per file (a Secret mounted whole). Set: every request but
+    # the probes needs one as a bearer key, or a token from POST /v1/token. Unset: open.
+    gateway_auth_keys_dir: PathText | None = None
+    # Lifetime of the tokens POST /v1/token mints.
+    gateway_token_ttl: int = Field(300, ge=10, le=86_400)
+    # Origins a browser may call the gateway from (CORS, and the WebSocket's Origin),
+    # comma-separated; same-origin requests need no entry.
+    gateway_cors_origins: str = ""
 
 
 def env_vars(env: BaseModel, **process: Any) -> list[dict[str, str]]:

@@ -25,6 +25,9 @@ ROUTES_PATH = f"{ROUTES_DIR}/{ROUTES_FILE}"
 # Vendor keys, one projected Secret item per stage (and per fallback).
 KEY_DIR = "/var/run/secrets/voiceops"
 
+# The gateway's own API keys (spec.gateway.auth): the whole Secret, one file per key.
+AUTH_DIR = "/var/run/secrets/voiceops-auth"
+
 
 def version_folder(asset: str, version: str) -> str:
     """Where a version lives inside its asset's PVC: /<asset>/<version>."""

@@ -134,10 +134,39 @@ class Stages(_Wire):
     tts: TtsRoute | None = None
 
 
+TurnMode = Literal["vad", "manual"]
+
+
+class TurnDetection(_Wire):
+    """How the gateway's WebSocket finds the end of what the user says. Absent from a
+    file (an older operator's): manual, the explicit end-of-utterance message. The bounds
+    are the VoiceAgent spec's."""
+
+    mode: TurnMode = "manual"
+    # Silence after speech that ends the utterance.
+    silence_ms: int = Field(500, ge=100, le=5000)
+    # Speech shorter than this is noise: it neither makes a turn nor interrupts a reply.
+    min_speech_ms: int = Field(250, ge=50, le=5000)
+    # An utterance is cut (and answered) at this length.
+    max_utterance_ms: int = Field(30_000, ge=1000, le=120_000)
+    # Speech of at least min_speech_ms during a reply stops the reply.
+    barge_in: bool = True
+    # Interim transcripts of the utterance so far, at most one per this much audio
+    # (0: none).
+    interim_ms: int = Field(600, ge=0, le=10_000)
+
+
+class GatewayRoute(_Wire):
+    """The gateway's own behaviour, reloaded with the routes."""
+
+    turn_detection: TurnDetection = Field(default_factory=TurnDetection)
+
+
 class Routes(_Wire):
     agent: str = ""
     namespace: str = ""
     stages: Stages = Field(default_factory=Stages)
+    gateway: GatewayRoute = Field(default_factory=GatewayRoute)
 
     def route(self, stage: Stage) -> StageRoute | None:
         route: StageRoute | None = getattr(self.stages, stage)

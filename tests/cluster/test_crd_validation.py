@@ -73,6 +73,42 @@ def test_valid_agent_is_accepted_with_defaults(cluster: Cluster, namespace: str)
     assert stored["spec"]["gateway"]["service"] == {"type": "ClusterIP", "port": 8080}
 
 
+def test_turn_detection_defaults_and_bounds(cluster: Cluster, namespace: str):
+    cluster.apply(agent(namespace))
+    stored = json.loads(
+        cluster.kubectl("get", "voiceagent", "support", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["gateway"]["turnDetection"] == {
+        "mode": "vad",
+        "silenceMs": 500,
+        "minSpeechMs": 250,
+        "maxUtteranceMs": 30000,
+        "bargeIn": True,
+        "interimMs": 600,
+    }
+    err = rejected(cluster, agent(namespace, gateway={"turnDetection": {"silenceMs": 20}}))
+    assert "spec.gateway.turnDetection.silenceMs" in err
+    err = rejected(cluster, agent(namespace, gateway={"turnDetection": {"mode": "psychic"}}))
+    assert "spec.gateway.turnDetection.mode" in err
+
+
+@pytest.mark.parametrize("service_type", ["NodePort", "LoadBalancer"])
+def test_an_exposed_gateway_without_auth_is_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, service_type: str
+):
+    err = rejected(cluster, agent(namespace, gateway={"service": {"type": service_type}}))
+    assert "spec.gateway.auth" in err
+    assert "required when spec.gateway.service.type is not ClusterIP" in err
+    exposed = {"service": {"type": service_type}, "auth": {"secretName": "gateway-keys"}}
+    cluster.apply(agent(namespace, gateway=exposed))
+
+
+def test_cors_origins_must_be_origins(cluster: Cluster, namespace: str):
+    err = rejected(cluster, agent(namespace, gateway={"corsOrigins": ["https://a.example/path"]}))
+    assert "spec.gateway.corsOrigins[0]" in err
+    cluster.apply(agent(namespace, gateway={"corsOrigins": ["https://app.example:8443"]}))
+
+
 def test_unknown_provider_is_rejected_naming_the_field(cluster: Cluster, namespace: str):
     err = rejected(cluster, agent(namespace, stt={"provider": "magic", "model": "whisper"}))
     assert "spec.stt.provider" in err

@@ -222,6 +222,16 @@ WS_CASES: list[tuple[str, list[str | bytes], str]] = [
     ),
     ("12 s of audio", [*TOO_MUCH_AUDIO, json.dumps({"type": "end"})], "audio_too_long"),
     ("one odd byte of audio", [b"\0", json.dumps({"type": "end"})], "empty_audio"),
+    (
+        "unknown turn_detection",
+        [json.dumps({"type": "start", "turn_detection": "psychic"})],
+        "invalid_request",
+    ),
+    (
+        "a 10 MB frame to the voice activity detector",
+        [json.dumps({"type": "start", "turn_detection": "vad"}), b"\0" * (10 * MiB)],
+        "frame_too_large",
+    ),
 ]
 
 

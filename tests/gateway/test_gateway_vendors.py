@@ -609,6 +609,7 @@ def test_websocket_stream_through_vendors(
             "session_id": "ws-1",
             "output_sample_rate": 22050,
             "format": "pcm_s16le",
+            "turn_detection": "manual",
         }
         ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
         events = stream_turn(ws, pcm_frames(question_wav))

@@ -120,6 +120,66 @@ def test_the_gateway_reads_the_environment_the_operator_renders(
     assert str(settings.routes_path.parent) == mounts["routes"]
 
 
+def test_the_gateway_reads_the_turn_detection_the_operator_writes() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "gateway": SPEC.gateway.model_validate(
+                {"turnDetection": {"silenceMs": 700, "minSpeechMs": 300, "bargeIn": False}}
+            )
+        }
+    )
+    configmap = desired_routes(Agent(AGENT.owner, spec), dict(_revisions()))
+    turns = parse_routes(configmap["data"]["routes.json"]).gateway.turn_detection
+    assert (turns.mode, turns.silence_ms, turns.min_speech_ms) == ("vad", 700, 300)
+    assert (turns.max_utterance_ms, turns.barge_in, turns.interim_ms) == (30000, False, 600)
+
+
+def test_a_routes_file_without_turn_detection_is_manual() -> None:
+    """An older operator's file: the gateway keeps the explicit end-of-utterance message."""
+    assert parse_routes('{"stages": {}}').gateway.turn_detection.mode == "manual"
+
+
+def test_the_gateway_reads_its_auth_and_cors_from_what_the_operator_renders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway = SPEC.gateway.model_validate(
+        {
+            "service": {"type": "LoadBalancer"},
+            "auth": {"secretName": "gateway-keys"},
+            "tokenTtlSeconds": 120,
+            "corsOrigins": ["https://app.example", "http://localhost:3000"],
+        }
+    )
+    agent = Agent(AGENT.owner, SPEC.model_copy(update={"gateway": gateway}))
+    deployment = desired_gateway_deployment(agent, {}, 1, SETTINGS)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for name, value in _environment(container).items():
+        monkeypatch.setenv(name, value)
+    settings = GatewaySettings()
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.gateway_auth_keys_dir == mounts["auth"]
+    assert settings.gateway_token_ttl == 120
+    assert settings.gateway_cors_origins == "https://app.example,http://localhost:3000"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # By reference: the keys themselves are nowhere in what the operator writes.
+    assert volumes["auth"]["secret"] == {"secretName": "gateway-keys", "optional": True}
+
+
+def test_an_agent_without_auth_keeps_its_gateway_environment() -> None:
+    (container,) = desired_gateway_deployment(AGENT, {}, 1, SETTINGS)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    names = {item["name"] for item in container["env"]}
+    assert not names & {"GATEWAY_AUTH_KEYS_DIR", "GATEWAY_TOKEN_TTL", "GATEWAY_CORS_ORIGINS"}
+    assert "auth" not in {m["name"] for m in container["volumeMounts"]}
+
+
+def test_an_exposed_gateway_needs_auth() -> None:
+    with pytest.raises(ValueError, match=r"spec\.gateway\.auth is required"):
+        SPEC.gateway.model_validate({"service": {"type": "NodePort"}})
+
+
 def _asset(**spec: Any) -> Asset:
     body = {
         "engine": "tts",

@@ -52,6 +52,7 @@ class ErrorBody(BaseModel):
 
 _MEANINGS = {
     400: "The request is wrong (empty, malformed JSON, bad text or audio, unknown voice, ...)",
+    401: "No valid API key or token (Authorization: Bearer ...)",
     408: "The request body did not arrive in time",
     413: "The body, the audio, the text or the prompt is too large",
     415: "Not a media type or audio this endpoint decodes",

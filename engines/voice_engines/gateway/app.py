@@ -1,5 +1,5 @@
-"""The gateway service: POST /v1/turn, WebSocket /v1/stream, GET /v1/routes; plus
-/health, /ready and /metrics."""
+"""The gateway service: POST /v1/turn, WebSocket /v1/stream, GET /v1/routes, POST
+/v1/token; plus /health, /ready and /metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import UploadFile
@@ -27,6 +28,7 @@ from voice_engines.common.errors import (
     install_error_handlers,
 )
 from voice_engines.common.metrics import RequestMetrics, RouteMetricsMiddleware, metrics_response
+from voice_engines.gateway.access import AccessMiddleware, ApiKeys, parse_origins
 from voice_engines.gateway.audio import normalize_upload, pcm_seconds, pcm_to_wav
 from voice_engines.gateway.keys import Secrets
 from voice_engines.gateway.metrics import GatewayMetrics
@@ -36,6 +38,7 @@ from voice_engines.gateway.sessions import SessionStore, checked_session_id
 from voice_engines.gateway.settings import GatewaySettings
 from voice_engines.gateway.stages import Stages
 from voice_engines.gateway.streaming import serve_stream
+from voice_engines.gateway.twilio import serve_twilio
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # The turn's options, from the form or the query.
@@ -54,6 +57,7 @@ class Gateway:
     watcher: RoutesWatcher
     client: httpx.AsyncClient
     pipeline: Pipeline
+    keys: ApiKeys
 
     @classmethod
     def build(cls, settings: GatewaySettings) -> Gateway:
@@ -84,6 +88,7 @@ class Gateway:
             watcher=watcher,
             client=client,
             pipeline=Pipeline(settings, stages, sessions, metrics),
+            keys=ApiKeys(settings.gateway_auth_keys_dir, settings.gateway_token_ttl),
         )
 
     def current_routes(self) -> Routes:
@@ -198,7 +203,9 @@ async def routes_endpoint(gateway: GatewayState) -> Response:
     )
 
 
-@router.post("/v1/turn", responses=error_responses(400, 408, 413, 415, 422, 429, 502, 503, 504))
+@router.post(
+    "/v1/turn", responses=error_responses(400, 401, 408, 413, 415, 422, 429, 502, 503, 504)
+)
 async def turn(request: Request, gateway: GatewayState) -> Response:
     settings = gateway.settings
     # Taken once: a reload while this turn runs does not move it.
@@ -229,9 +236,29 @@ async def turn(request: Request, gateway: GatewayState) -> Response:
     return JSONResponse(body)
 
 
+@router.post("/v1/token", responses=error_responses(400, 401))
+async def token(gateway: GatewayState) -> Response:
+    """A short-lived token for a browser (the page must not hold an API key): put it in
+    the WebSocket's subprotocols as "token.<token>" (with "voiceops"), in ?token=, or send
+    it as a bearer token. Only an API key mints one."""
+    if not gateway.keys.enabled:
+        raise ApiError(
+            400,
+            "auth_disabled",
+            "the gateway takes no keys (spec.gateway.auth is not set): no token is needed",
+        )
+    return JSONResponse(gateway.keys.mint())
+
+
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket, gateway: GatewayState) -> None:
     await serve_stream(websocket, gateway.pipeline, gateway.watcher)
+
+
+@router.websocket("/v1/twilio")
+async def twilio(websocket: WebSocket, gateway: GatewayState) -> None:
+    """A phone call: Twilio Media Streams' messages, 8 kHz mu-law both ways."""
+    await serve_twilio(websocket, gateway.pipeline, gateway.watcher)
 
 
 @contextlib.asynccontextmanager
@@ -257,6 +284,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         timeout_s=gateway.settings.gateway_body_timeout,
     )
     app.add_middleware(RouteMetricsMiddleware, routes={"/v1/turn": gateway.requests})
+    origins = parse_origins(gateway.settings.gateway_cors_origins)
+    app.add_middleware(AccessMiddleware, keys=gateway.keys, origins=origins)
     app.add_middleware(CorrelationIdMiddleware, quiet_paths=PROBE_PATHS)
+    if origins:
+        # Outermost, so refusals carry the CORS headers too and a page can read them.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            max_age=600,
+        )
     app.include_router(router)
     return app

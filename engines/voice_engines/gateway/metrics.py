@@ -63,6 +63,12 @@ class GatewayMetrics:
             ["agent", "mode", "outcome"],
             registry=registry,
         )
+        self.interruptions = Counter(
+            "gateway_interruptions_total",
+            "Replies the user interrupted (barge-in by speech, or the client's interrupt)",
+            ["agent", "by"],
+            registry=registry,
+        )
         self.stt_audio_seconds = Counter(
             "gateway_stt_audio_seconds_total",
             "Seconds of audio sent to speech to text",

@@ -28,6 +28,16 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A transcription: what was said, who heard it and how long that took."""
+
+    text: str
+    route: StageRoute
+    seconds: float  # the STT call
+    audio_seconds: float
+
+
 @dataclass
 class Utterance:
     wav: bytes  # 16 kHz mono 16-bit
@@ -35,6 +45,9 @@ class Utterance:
     language: str | None
     sample_rate: int  # of the reply audio
     session_id: str | None
+    # Transcribed already (the stream decodes while the user is still silent): the turn
+    # starts with the language model.
+    heard: Heard | None = None
 
 
 @dataclass
@@ -78,19 +91,26 @@ class Pipeline:
         self.sessions = sessions
         self.metrics = metrics
 
-    async def transcribe(self, routes: Routes, utterance: Utterance, report: TurnReport) -> str:
+    async def hear(
+        self, routes: Routes, wav: bytes, audio_seconds: float, language: str | None
+    ) -> Heard:
+        """One STT call (an interim transcript is one too: it is counted as used)."""
         started = time.perf_counter()
-        route, transcript = await self.stages.transcribe(routes, utterance.wav, utterance.language)
-        report.timings["stt_ms"] = ms(time.perf_counter() - started)
-        report.served("stt", route)
-        report.transcript = transcript.text
-        report.usage["stt_audio_seconds"] = round(utterance.seconds, 3)
-        self.metrics.stt_audio_seconds.labels(*self.metrics.usage_labels(route)).inc(
-            utterance.seconds
+        route, transcript = await self.stages.transcribe(routes, wav, language)
+        self.metrics.stt_audio_seconds.labels(*self.metrics.usage_labels(route)).inc(audio_seconds)
+        return Heard(transcript.text, route, time.perf_counter() - started, audio_seconds)
+
+    async def transcribe(self, routes: Routes, utterance: Utterance, report: TurnReport) -> str:
+        heard = utterance.heard or await self.hear(
+            routes, utterance.wav, utterance.seconds, utterance.language
         )
-        if not transcript.text:
+        report.timings["stt_ms"] = ms(heard.seconds)
+        report.served("stt", heard.route)
+        report.transcript = heard.text
+        report.usage["stt_audio_seconds"] = round(heard.audio_seconds, 3)
+        if not heard.text:
             raise ApiError(422, "no_speech", "no speech was recognized in the audio", field="file")
-        return transcript.text
+        return heard.text
 
     async def reply_tokens(
         self, routes: Routes, session: Session, user_text: str, report: TurnReport
@@ -159,6 +179,11 @@ class TurnListener:
     async def reply(self, text: str) -> None:
         pass
 
+    def interrupted_reply(self) -> str | None:
+        """Asked when the turn is cancelled: the part of the reply the user heard, to be
+        kept in the history; None keeps nothing of the turn."""
+        return None
+
 
 class _WholeReply:
     """A splitter that cuts nothing: the reply is one piece, at the end."""
@@ -212,19 +237,29 @@ class _Turn:
         # Turns of one conversation are answered in order, never interleaved.
         async with session.lock:
             try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._think(session, text))
-                    group.create_task(self._speak())
-            except* Exception as errors:
-                # One side failed and the other was cancelled: the failure is the turn's,
-                # the client's own error first.
-                failures = errors.exceptions
-                raise next((e for e in failures if isinstance(e, ApiError)), failures[0]) from None
+                await self._think_and_speak(session, text)
+            except asyncio.CancelledError:
+                # Barge-in: the history keeps what the user heard of the reply.
+                heard = self.listener.interrupted_reply()
+                if heard is not None:
+                    session.remember(text, heard)
+                raise
             self.report.reply = "".join(self.reply).strip()
             session.remember(text, self.report.reply)
             self.report.turns = len(session.turns)
         self._finish()
         return self.report
+
+    async def _think_and_speak(self, session: Session, text: str) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._think(session, text))
+                group.create_task(self._speak())
+        except* Exception as errors:
+            # One side failed and the other was cancelled: the failure is the turn's, the
+            # client's own error first.
+            failures = errors.exceptions
+            raise next((e for e in failures if isinstance(e, ApiError)), failures[0]) from None
 
     async def _think(self, session: Session, text: str) -> None:
         timings = self.report.timings

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 from pydantic.json_schema import JsonDict
 
 from voice_contracts.env import Device
 from voice_operator.api.common import (
     DNS_1035_LABEL,
+    DNS_SUBDOMAIN,
     GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
     STAGE_ANNOTATIONS_WHY,
     ApiModel,
@@ -33,6 +34,8 @@ ComponentName = Literal["stt", "llm", "tts"]
 COMPONENTS: tuple[ComponentName, ...] = ("stt", "llm", "tts")
 
 IMAGE = r"^[^\s]+$"
+# scheme://host[:port], as a browser sends it in Origin.
+Origin = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s,]+$", max_length=255)]
 BASE_URL = r"^https?://[^\s]+$"
 
 # The longest name the operator derives from an agent's is its gateway's Deployment and
@@ -248,11 +251,76 @@ class ServiceSpec(ApiModel):
     port: int = Field(default=8080, ge=1, le=65535, description="Service port.")
 
 
+class TurnDetectionSpec(ApiModel):
+    """How the gateway's WebSocket finds the end of what the user says."""
+
+    mode: Literal["vad", "manual"] = Field(
+        default="vad",
+        description="vad: voice activity detection (Silero VAD) on the incoming audio ends "
+        "each utterance and lets the user interrupt the reply; manual: the client sends "
+        '{"type": "end"} after each utterance.',
+    )
+    silence_ms: int = Field(
+        default=500, ge=100, le=5000, description="Silence after speech that ends the utterance."
+    )
+    min_speech_ms: int = Field(
+        default=250,
+        ge=50,
+        le=5000,
+        description="Speech shorter than this (a cough, a click) is noise: it neither makes a "
+        "turn nor interrupts the reply.",
+    )
+    max_utterance_ms: int = Field(
+        default=30000, ge=1000, le=120000, description="An utterance is cut at this length."
+    )
+    barge_in: bool = Field(
+        default=True,
+        description="Speech of at least minSpeechMs while the agent speaks stops the reply "
+        "(speech and the language model's generation).",
+    )
+    interim_ms: int = Field(
+        default=600,
+        ge=0,
+        le=10000,
+        description="Interim transcripts while the user speaks, at most one per this much "
+        "audio (0: none). Each is a decode by the STT stage.",
+    )
+
+
+class GatewayAuthSpec(ApiModel):
+    """API keys the gateway's clients must present."""
+
+    secret_name: str = Field(
+        description="A Secret (same namespace) whose every data entry is one API key. Mounted "
+        "into the gateway; never copied into ConfigMaps, status, events or logs.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+
+
 class GatewaySpec(ApiModel):
     """The gateway that runs a turn: audio in, transcript, reply text and audio out."""
 
     replicas: int = Field(default=1, ge=0, le=100, description="Gateway pods.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="Gateway Service.")
+    turn_detection: TurnDetectionSpec = Field(
+        default_factory=TurnDetectionSpec, description="End of utterance and barge-in."
+    )
+    auth: GatewayAuthSpec | None = Field(
+        default=None,
+        description="Bearer API keys for every request but the probes (required when the "
+        "Service is not ClusterIP). Browsers get short-lived tokens from POST /v1/token.",
+    )
+    token_ttl_seconds: int = Field(
+        default=300, ge=10, le=86400, description="Lifetime of the tokens of POST /v1/token."
+    )
+    cors_origins: list[Origin] = Field(
+        default_factory=list,
+        description="Origins browsers may call the gateway from (CORS and the WebSocket's "
+        "Origin), e.g. https://app.example.com. Same-origin requests need no entry.",
+        max_length=32,
+    )
     resources: ResourceRequirements | None = Field(
         default=None, description="Gateway container resources."
     )
@@ -264,6 +332,26 @@ class GatewaySpec(ApiModel):
         "gateway's pods.",
         GATEWAY_POD_ANNOTATIONS_MAX_BYTES,
     )
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.service) || !has(self.service.type) || "
+                "self.service.type == 'ClusterIP' || has(self.auth)",
+                "spec.gateway.auth is required when spec.gateway.service.type is not "
+                "ClusterIP: an exposed gateway would be an open proxy to its engines and keys",
+                field_path=".auth",
+            )
+        )
+    }
+
+    @model_validator(mode="after")
+    def _exposed_needs_auth(self) -> GatewaySpec:
+        if self.service.type != "ClusterIP" and self.auth is None:
+            raise ValueError(
+                "spec.gateway.auth is required when spec.gateway.service.type is not ClusterIP"
+            )
+        return self
 
 
 class ProbeSpec(ApiModel):

@@ -9,6 +9,7 @@ from typing import Any
 from voice_contracts import routes as wire
 from voice_contracts.env import GatewayEnv, LlmEnv, SttEnv, TtsEnv, env_vars
 from voice_contracts.layout import (
+    AUTH_DIR,
     KEY_DIR,
     MODELS_MOUNT,
     PORT,
@@ -21,6 +22,7 @@ from voice_contracts.layout import (
 from voice_operator.api.voiceagent import (
     ComponentName,
     ComponentRevision,
+    GatewaySpec,
     LlmSpecSettings,
     SttSpecSettings,
     TtsSpecSettings,
@@ -320,6 +322,21 @@ def route(
     return entry
 
 
+def gateway_route(gateway: GatewaySpec) -> wire.GatewayRoute:
+    """The gateway's own part of routes.json: turn detection, reloaded without a restart."""
+    turns = gateway.turn_detection
+    return wire.GatewayRoute(
+        turn_detection=wire.TurnDetection(
+            mode=turns.mode,
+            silence_ms=turns.silence_ms,
+            min_speech_ms=turns.min_speech_ms,
+            max_utterance_ms=turns.max_utterance_ms,
+            barge_in=turns.barge_in,
+            interim_ms=turns.interim_ms,
+        )
+    )
+
+
 def desired_routes(
     agent: Agent,
     routes: dict[str, ComponentRevision | None],
@@ -332,6 +349,7 @@ def desired_routes(
         stages=wire.Stages.model_validate(
             {c: route(agent, c, rev, fallbacks.get(c)) for c, rev in routes.items()}
         ),
+        gateway=gateway_route(agent.spec.gateway),
     )
     return render(
         "configmap", **_meta(agent, "routes", "voice-gateway"), data={ROUTES_FILE: document.text()}
@@ -357,6 +375,18 @@ def key_sources(keys: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
+def _gateway_access_env(gateway: GatewaySpec) -> dict[str, Any]:
+    """Auth and CORS variables, only where the spec asks for them: an agent without them
+    keeps the gateway template it had."""
+    env: dict[str, Any] = {}
+    if gateway.auth is not None:
+        env["gateway_auth_keys_dir"] = AUTH_DIR
+        env["gateway_token_ttl"] = gateway.token_ttl_seconds
+    if gateway.cors_origins:
+        env["gateway_cors_origins"] = ",".join(gateway.cors_origins)
+    return env
+
+
 def desired_gateway_deployment(
     agent: Agent, keys: dict[str, dict[str, str]], replicas: int | None, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -366,12 +396,30 @@ def desired_gateway_deployment(
         {"name": "keys", "mountPath": KEY_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "routes", "configMap": {"name": child_name(agent.name, "routes")}},
+        {"name": "keys", "projected": {"sources": key_sources(keys)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if gateway.auth is not None:
+        # The whole Secret, by reference: a key added or rotated reaches the gateway with
+        # kubelet's next refresh. Optional, so a missing Secret leaves the gateway up and
+        # refusing every client (no keys) rather than stuck in ContainerCreating.
+        mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "auth", "secret": {"secretName": gateway.auth.secret_name, "optional": True}}
+        )
     container = {
         "name": "gateway",
         "image": gateway.image or settings.engine_image,
         "command": ["voice-gateway"],
         "env": env_vars(
-            GatewayEnv(port=PORT, gateway_agent=agent.name, gateway_routes_path=ROUTES_PATH),
+            GatewayEnv(
+                port=PORT,
+                gateway_agent=agent.name,
+                gateway_routes_path=ROUTES_PATH,
+                **_gateway_access_env(gateway),
+            ),
             HOME="/tmp",
         ),
         "ports": [{"name": "http", "containerPort": PORT}],
@@ -399,9 +447,5 @@ def desired_gateway_deployment(
         pod_annotations={**(gateway.pod_annotations or {}), **PROMETHEUS_SCRAPE},
         **pod_values(settings),
         containers=[container],
-        volumes=[
-            {"name": "routes", "configMap": {"name": child_name(agent.name, "routes")}},
-            {"name": "keys", "projected": {"sources": key_sources(keys)}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        volumes=volumes,
     )
