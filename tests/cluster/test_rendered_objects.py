@@ -158,7 +158,9 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
         },
         "gateway": {
             "replicas": 2,
+            # An exposed gateway needs keys (the CRD refuses it without).
             "service": {"type": "NodePort"},
+            "auth": {"secretName": "gateway-keys"},
             "podAnnotations": {"sidecar.istio.io/inject": "false"},
         },
     }
@@ -168,6 +170,7 @@ def test_ollama_engine_and_a_gateway_with_vendor_and_fallback_keys_are_accepted(
         "dg": SecretPresence(True, frozenset({"token"})),
         "groq": SecretPresence(True, frozenset({"api-key"})),
         "eleven": SecretPresence(True, frozenset({"xi-api-key"})),
+        "gateway-keys": SecretPresence(True, frozenset({"web"})),
     }
     plan = plan_voice_agent(
         observe_agent(
