@@ -281,18 +281,20 @@ class Downloader:
                 part.reset()
                 raise RetryableError(Reason.HTTP_ERROR, f"{where} changed; starting over") from None
             raise s3.failure(exc, label, where) from None
-        except urllib3.exceptions.ReadTimeoutError:
-            raise RetryableError(
-                Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
-            ) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise RetryableError(
-                Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}"
-            ) from None
+            raise self._transport_failure(exc, where) from None
         finally:
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    def _transport_failure(self, exc: urllib3.exceptions.HTTPError, where: str) -> RetryableError:
+        """What a connection that stalled or broke means, for either source."""
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            return RetryableError(
+                Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
+            )
+        return RetryableError(Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}")
 
     def _attempt(self, index: int, url: str, part: PartFile, label: str) -> None:
         assert self.client is not None
@@ -315,14 +317,8 @@ class Downloader:
                 raise RetryableError(Reason.HTTP_ERROR, "range not satisfiable; starting over")
             _check_status(response, label, where)
             self._receive(response, index, part, label, where)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise RetryableError(
-                Reason.STALLED, f"no data from {where} for {self.spec.stall_timeout:g}s"
-            ) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise RetryableError(
-                Reason.CONNECTION_ERROR, f"{type(exc).__name__} talking to {where}"
-            ) from None
+            raise self._transport_failure(exc, where) from None
         finally:
             if response is not None:
                 response.close()  # an unfinished body closes its connection too
