@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -145,20 +146,23 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def _checked_url(url: str) -> str:
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+# A file's source as both the ModelAsset spec and the fetcher's input accept it.
+SourceUrl = Annotated[str, AfterValidator(_checked_url)]
+
+
 class FileSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    url: str
+    url: SourceUrl
     sha256: str
     path: str
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        problem = url_problem(url)
-        if problem:
-            raise ValueError(problem)
-        return url
 
     @field_validator("sha256")
     @classmethod

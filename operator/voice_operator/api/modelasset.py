@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from voice_contracts.fetch import (
     HF_URL,
@@ -15,7 +15,7 @@ from voice_contracts.fetch import (
     URL_SCHEMES,
     DownloadStatus,
     FileStatus,
-    url_problem,
+    SourceUrl,
 )
 from voice_operator.api.common import (
     DNS_SUBDOMAIN,
@@ -71,7 +71,7 @@ NAME_SCHEMA = object_name_schema(
 class ModelFile(ApiModel):
     """One file of the model, verified by its sha256."""
 
-    url: str = Field(
+    url: SourceUrl = Field(
         description="Where to download the file from: an http(s) or file url, "
         "hf://<org>/<repo>[@<revision>]/<path> (a Hugging Face model repo; see "
         "spec.huggingFace) or s3://<bucket>/<key> (see spec.s3).",
@@ -97,14 +97,6 @@ class ModelFile(ApiModel):
             )
         ),
     )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        problem = url_problem(url)
-        if problem:
-            raise ValueError(problem)
-        return url
 
 
 class OllamaSource(ApiModel):
