@@ -39,6 +39,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -513,9 +514,25 @@ class StreamSession:
         )
 
 
-async def serve_stream(websocket: WebSocket, pipeline: Pipeline, watcher: RoutesWatcher) -> None:
+@contextlib.asynccontextmanager
+async def guarded(
+    websocket: WebSocket, what: str, logger: logging.Logger = log
+) -> AsyncIterator[None]:
+    """The life of one WebSocket endpoint's connection: its correlation id, and an error
+    logged and answered by closing with 1011 rather than left to the server."""
     token = _correlation_id.set(pick_correlation_id(list(websocket.scope.get("headers", []))))
     try:
+        yield
+    except Exception:
+        logger.exception("%s failed", what)
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011)
+    finally:
+        _correlation_id.reset(token)
+
+
+async def serve_stream(websocket: WebSocket, pipeline: Pipeline, watcher: RoutesWatcher) -> None:
+    async with guarded(websocket, "stream"):
         # A browser that offered its token as a subprotocol needs one chosen in return.
         offered = websocket.scope.get("subprotocols", [])
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -527,9 +544,3 @@ async def serve_stream(websocket: WebSocket, pipeline: Pipeline, watcher: Routes
             return
         with contextlib.suppress(WebSocketDisconnect):
             await session.run()
-    except Exception:
-        log.exception("stream failed")
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1011)
-    finally:
-        _correlation_id.reset(token)

@@ -31,12 +31,11 @@ import numpy as np
 import soundfile as sf
 from fastapi import WebSocket, WebSocketDisconnect
 
-from voice_engines.common.correlation import _correlation_id, pick_correlation_id
 from voice_engines.common.errors import ApiError
 from voice_engines.gateway.audio import STT_RATE, PcmResampler
 from voice_engines.gateway.pipeline import Pipeline
 from voice_engines.gateway.routes import RoutesWatcher
-from voice_engines.gateway.streaming import Sender, StartMessage, StreamSession
+from voice_engines.gateway.streaming import Sender, StartMessage, StreamSession, guarded
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +163,7 @@ class TwilioSession(StreamSession):
 
 
 async def serve_twilio(websocket: WebSocket, pipeline: Pipeline, watcher: RoutesWatcher) -> None:
-    token = _correlation_id.set(pick_correlation_id(list(websocket.scope.get("headers", []))))
-    try:
+    async with guarded(websocket, "call stream", log):
         await websocket.accept()
         with contextlib.suppress(WebSocketDisconnect):
             await TwilioSession(websocket, pipeline, watcher).run()
-    except Exception:
-        log.exception("call stream failed")
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1011)
-    finally:
-        _correlation_id.reset(token)
