@@ -229,6 +229,16 @@ def test_chart_crds_are_the_generated_ones():
         assert (CHART / "crds" / name).read_text() == (REPO / "crds" / name).read_text()
 
 
+def _install_args(
+    cluster: Cluster, namespace: str, values: dict, name: str | None = None
+) -> tuple[str, ...]:
+    """helm install/upgrade arguments with `values` (written beside the kubeconfig), waiting
+    for the release to be ready."""
+    values_file = Path(cluster.kubeconfig).parent / f"values-{name or namespace}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    return ("--namespace", namespace, "--values", str(values_file), "--wait", "--timeout", "120s")
+
+
 def test_chart_installs_and_the_operator_pod_becomes_ready(cluster: Cluster, namespace: str):
     placement = kwok_placement()
     values = {
@@ -236,19 +246,8 @@ def test_chart_installs_and_the_operator_pod_becomes_ready(cluster: Cluster, nam
         "tolerations": placement["tolerations"],
         "watchNamespaces": [namespace],
     }
-    values_file = Path(cluster.kubeconfig).parent / f"values-{namespace}.yaml"
-    values_file.write_text(yaml.safe_dump(values))
     cluster.helm(
-        "install",
-        f"smoke-{namespace[-5:]}",
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--values",
-        str(values_file),
-        "--wait",
-        "--timeout",
-        "120s",
+        "install", f"smoke-{namespace[-5:]}", str(CHART), *_install_args(cluster, namespace, values)
     )
     deployment = json.loads(
         cluster.kubectl(
@@ -314,17 +313,7 @@ def test_every_new_value_installs_and_upgrades_with_and_without_the_monitoring_a
             "podMonitor": {"enabled": True, "interval": "30s", "labels": {"release": "kps"}},
         },
     }
-    values_file = Path(cluster.kubeconfig).parent / f"values-{release}.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    install = (
-        "--namespace",
-        namespace,
-        "--values",
-        str(values_file),
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+    install = _install_args(cluster, namespace, values, name=release)
     crds = [
         _monitoring_crd("ServiceMonitor", "servicemonitors"),
         _monitoring_crd("PodMonitor", "podmonitors"),
