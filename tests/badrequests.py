@@ -108,7 +108,10 @@ def raw_exchange(url: str, data: bytes) -> Answer:
     conn = h11.Connection(h11.CLIENT)
     status, headers, body = 0, {}, b""
     with socket.create_connection((parts.hostname, parts.port), timeout=CUT_OFF_WAIT_S) as sock:
-        sock.sendall(data)
+        # The server may answer and close before reading everything (a refused header
+        # section, say): its answer is then already here to be read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
         while True:
             chunk = _recv(sock)
             conn.receive_data(chunk)
